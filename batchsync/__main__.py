@@ -1,0 +1,7 @@
+"""Allow ``python -m batchsync``."""
+
+import sys
+
+from batchsync.cli import main
+
+sys.exit(main())

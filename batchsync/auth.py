@@ -1,0 +1,220 @@
+"""Access tokens for Graph from MSAL's client-credentials flow.
+
+One :class:`TokenProvider` serves the whole run. It keeps the current token in memory and
+renews it ahead of expiry, so workers never wait on MSAL in the common case. MSAL blocks, so every
+call to it runs in a worker thread, and an ``asyncio.Lock`` keeps a single acquisition in flight:
+a hundred workers that find the token stale at once cause one token request, not a hundred
+(Entra ID throttles clients that skip the cache with a 429 and ``Retry-After: 60``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msal
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from batchsync._redaction import register_secret
+from batchsync._tls import PinnedVerifySession, combined_ca_file
+from batchsync.clouds import Endpoints, is_loopback_url
+from batchsync.credentials import Secret, resolve
+from batchsync.errors import AuthError, CredentialError
+from batchsync.log import get_logger
+from batchsync.manifest import AuthSettings
+
+__all__ = ["AccessToken", "TokenProvider", "build_client_application"]
+
+log = get_logger(__name__)
+
+# Renew a token this long before it expires, or at a quarter of its lifetime when that is
+# shorter, so that a request never leaves with a token that expires on the way.
+REFRESH_MARGIN_SECONDS = 300.0
+# After a forced renewal, a second 401 within this window is not the token's fault.
+FORCED_REFRESH_COOLDOWN_SECONDS = 60.0
+TOKEN_REQUEST_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class AccessToken:
+    """A bearer token and when it stops being used (wall-clock seconds)."""
+
+    value: Secret
+    expires_on: float
+    refresh_on: float
+    generation: int
+
+
+def build_client_application(
+    auth: AuthSettings, endpoints: Endpoints, tenant: str
+) -> Any:
+    """Build the MSAL ``ConfidentialClientApplication`` for ``auth``.
+
+    MSAL fetches the tenant's OpenID configuration here, so this blocks: call it in a thread.
+
+    Raises:
+        AuthError: the tenant is unknown or the login host cannot be reached.
+        CredentialError: the client secret or certificate reference does not resolve, or the
+            certificate file holds no usable key and certificate.
+    """
+    credential = _client_credential(auth)
+    session = PinnedVerifySession(combined_ca_file(endpoints.ca_bundle), TOKEN_REQUEST_TIMEOUT_SECONDS)
+    known_host = not is_loopback_url(endpoints.login) and endpoints.ca_bundle is None
+    return call_msal(
+        msal.ConfidentialClientApplication,
+        auth.client_id,
+        client_credential=credential,
+        authority=f"{endpoints.login.rstrip('/')}/{tenant}",
+        http_client=session,
+        # Instance discovery asks login.microsoftonline.com about the authority host, which a
+        # custom endpoint (a private proxy, the emulator) must not depend on.
+        instance_discovery=known_host,
+        app_name="batchsync",
+    )
+
+
+def _client_credential(auth: AuthSettings) -> Any:
+    if auth.client_secret is not None:
+        secret = resolve(auth.client_secret).reveal()
+        register_secret(secret)
+        return secret
+    assert auth.certificate is not None  # noqa: S101 - the manifest requires one of the two
+    return _certificate_credential(auth.certificate)
+
+
+def _certificate_credential(reference: Any) -> dict[str, str]:
+    pem = resolve(reference).reveal()
+    register_secret(pem)
+    data = pem.encode()
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+        certificate = x509.load_pem_x509_certificate(data)
+    except ValueError:
+        raise CredentialError(
+            str(reference),
+            "the file does not hold an unencrypted PEM private key and its certificate",
+            fix="concatenate the key and the certificate into one PEM file",
+        ) from None
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    register_secret(key_pem)
+    return {
+        "private_key": key_pem,
+        "thumbprint": certificate.fingerprint(hashes.SHA1()).hex().upper(),  # noqa: S303 - x5t is SHA-1 by definition
+        "public_certificate": certificate.public_bytes(serialization.Encoding.PEM).decode(),
+    }
+
+
+class TokenProvider:
+    """Hands out a valid Graph token to every worker, renewing it once for all of them."""
+
+    def __init__(
+        self, application: Any, scope: str, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._application = application
+        self._scopes = [scope]
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._current: AccessToken | None = None
+        self._generation = 0
+        self._forced_at = -float("inf")
+        self.acquisitions = 0
+
+    async def get(self) -> AccessToken:
+        """Return a token that is not due for renewal, acquiring one if needed.
+
+        Raises:
+            AuthError: Entra ID refused to issue a token.
+        """
+        current = self._current
+        if current is not None and self._clock() < current.refresh_on:
+            return current
+        async with self._lock:
+            current = self._current
+            if current is not None and self._clock() < current.refresh_on:
+                return current
+            return await self._acquire(force=False)
+
+    async def renew_after_rejection(self, rejected: AccessToken) -> AccessToken | None:
+        """Renew the token after Graph answered 401 to ``rejected``.
+
+        Returns the token to retry with, or None when a renewal cannot help: the token was
+        itself renewed for a 401 moments ago, so the cause is a permission, not the token.
+        """
+        async with self._lock:
+            current = self._current
+            if current is not None and current.generation != rejected.generation:
+                return current
+            if self._clock() - self._forced_at < FORCED_REFRESH_COOLDOWN_SECONDS:
+                return None
+            self._forced_at = self._clock()
+            return await self._acquire(force=True)
+
+    async def _acquire(self, *, force: bool) -> AccessToken:
+        if force:
+            await asyncio.to_thread(self._drop_cached_tokens)
+        result = await asyncio.to_thread(
+            call_msal, self._application.acquire_token_for_client, self._scopes
+        )
+        self.acquisitions += 1
+        token = self._token_from(result)
+        self._current = token
+        log.info("auth.token.acquired", generation=token.generation, expires_in_s=round(token.expires_on - self._clock()), forced=force)
+
+        return token
+
+    def _token_from(self, result: dict[str, Any]) -> AccessToken:
+        if "access_token" not in result:
+            raise _auth_error(result)
+        value = result["access_token"]
+        register_secret(value)
+        now = self._clock()
+        lifetime = float(result.get("expires_in", 3599))
+        margin = min(REFRESH_MARGIN_SECONDS, lifetime / 4)
+        self._generation += 1
+
+        return AccessToken(Secret(value), now + lifetime, now + lifetime - margin, self._generation)
+
+    def _drop_cached_tokens(self) -> None:
+        cache = self._application.token_cache
+        for entry in cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN):
+            cache.remove_at(entry)
+
+
+def call_msal(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call an MSAL function, turning its transport and configuration exceptions into AuthError.
+
+    MSAL raises ``requests`` exceptions when the login host cannot be reached and ``ValueError``
+    when tenant discovery fails (an unknown tenant answers the OpenID configuration with 400).
+    """
+    try:
+        return function(*args, **kwargs)
+    except requests.exceptions.SSLError:
+        raise AuthError(
+            "tls_error", "TLS verification of the login host failed; check endpoints.ca_bundle"
+        ) from None
+    except requests.RequestException as exc:
+        raise AuthError(
+            "connection_error", f"cannot reach the login host: {type(exc).__name__}"
+        ) from None
+    except ValueError as exc:
+        raise AuthError("invalid_authority", _first_line(str(exc))) from None
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def _auth_error(result: dict[str, Any]) -> AuthError:
+    return AuthError(
+        str(result.get("error", "unknown_error")),
+        str(result.get("error_description", "")),
+        error_codes=tuple(int(code) for code in result.get("error_codes", []) or []),
+        correlation_id=result.get("correlation_id"),
+    )

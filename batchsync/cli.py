@@ -1,0 +1,145 @@
+"""The ``batchsync`` command line: ``run``, ``validate``, ``emulator`` and ``--version``.
+
+Exit codes: 0 every target succeeded or was skipped; 1 at least one target failed; 2 invalid
+manifest or usage, nothing called; 3 authentication failed, nothing called; 130 and 143 the run
+was stopped by SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from batchsync._version import __version__
+from batchsync.errors import ManifestError, ReportError
+from batchsync.job import EXIT_USAGE, JobOptions, run_job
+from batchsync.log import configure_logging, get_logger
+from batchsync.manifest import Manifest, load_manifest
+from batchsync.report import default_report_path
+
+__all__ = ["main"]
+
+log = get_logger(__name__)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    if args.command == "emulator":
+        from batchsync.emulator.cli import main as emulator_main  # noqa: PLC0415 - optional path
+
+        return emulator_main(args.emulator_args)
+    configure_logging(level=logging.DEBUG if args.verbose else logging.INFO, log_format=args.log_format)
+    if args.command == "validate":
+        return _validate(args)
+
+    return _run(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="batchsync",
+        description="Hand OAuth credentials to the Microsoft Entra provisioning service for many applications at once.",
+    )
+    parser.add_argument("--version", action="version", version=f"batchsync {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = commands.add_parser("run", help="call acquireAccessToken for every target of a manifest")
+    _add_common(run)
+    run.add_argument("--report", type=Path, help="report file (JSON Lines); default reports/batchsync-<UTC time>.jsonl")
+    run.add_argument("--concurrency", type=_positive_int, help="requests in flight at once; overrides limits.concurrency")
+    run.add_argument("--rate", type=_positive_float, metavar="RPS", help="requests per second for the whole run; overrides limits.requests_per_second")
+    run.add_argument("--grace-seconds", type=_positive_float, default=20.0, help="on SIGTERM/SIGINT, how long calls in flight may finish (default 20)")
+    run.add_argument("--emulator", action="store_true", help="start the bundled Graph emulator on loopback and run against it")
+    run.add_argument("--emulator-scenario", type=Path, metavar="PATH", help="emulator scenario file; default MANIFEST-STEM.emulator.yaml beside the manifest, else every object exists")
+    validate = commands.add_parser("validate", help="check a manifest and that every reference resolves; calls nothing")
+    _add_common(validate)
+    emulator = commands.add_parser("emulator", help="run the Graph emulator standalone on loopback", add_help=False)
+    emulator.add_argument("emulator_args", nargs=argparse.REMAINDER)
+
+    return parser
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("manifest", type=Path, metavar="MANIFEST", help="the manifest (YAML)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug events")
+    parser.add_argument("--log-format", choices=["auto", "console", "json"], default="auto", help="log format on stderr; auto is console on a terminal, JSON otherwise")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        msg = f"must be at least 1, got {value}"
+        raise argparse.ArgumentTypeError(msg)
+
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        msg = f"must be greater than 0, got {text}"
+        raise argparse.ArgumentTypeError(msg)
+
+    return value
+
+
+def _load(path: Path) -> Manifest | None:
+    try:
+        manifest = load_manifest(path)
+    except ManifestError as exc:
+        print(f"batchsync: {exc}", file=sys.stderr)
+        return None
+    for warning in manifest.warnings:
+        log.warning("manifest.warning", problem=str(warning))
+
+    return manifest
+
+
+def _validate(args: argparse.Namespace) -> int:
+    manifest = _load(args.manifest)
+    if manifest is None:
+        return EXIT_USAGE
+    kinds = {kind: sum(1 for t in manifest.targets if t.kind == kind) for kind in ("servicePrincipal", "application")}
+    print(
+        f"{args.manifest}: valid: {len(manifest.targets)} targets "
+        f"({kinds['servicePrincipal']} service principals, {kinds['application']} applications), "
+        f"cloud {manifest.cloud}, tenant {manifest.tenant}; every reference resolves"
+    )
+
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    manifest = _load(args.manifest)
+    if manifest is None:
+        return EXIT_USAGE
+    options = JobOptions(
+        report_path=args.report or default_report_path(),
+        concurrency=args.concurrency,
+        rate=args.rate,
+        grace_seconds=args.grace_seconds,
+    )
+    try:
+        if args.emulator:
+            return asyncio.run(_run_emulated(manifest, options, args.emulator_scenario))
+        return asyncio.run(run_job(manifest, options))
+    except ReportError as exc:
+        print(f"batchsync: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+async def _run_emulated(manifest: Manifest, options: JobOptions, scenario: Path | None) -> int:
+    from batchsync._emulated import emulated  # noqa: PLC0415 - only runs pull in the emulator
+
+    with tempfile.TemporaryDirectory(prefix="batchsync-emulator-") as state_dir:
+        async with emulated(manifest, scenario, Path(state_dir)) as pointed:
+            return await run_job(pointed, options)

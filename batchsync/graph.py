@@ -1,0 +1,168 @@
+"""One HTTP request to Graph's acquireAccessToken action, and nothing more.
+
+This is the only module that touches aiohttp. It sends one POST and turns the answer into a
+:class:`GraphAnswer` or an exception: :class:`~batchsync.errors.GraphResponseError` when Graph
+answered with an error (:class:`~batchsync.errors.ThrottledError` for 429, and for 503 with
+``Retry-After``), :class:`~batchsync.errors.GraphRequestError` when no answer arrived. Retries,
+token renewal and rate limiting are the caller's business (:mod:`batchsync.runner`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDictProxy
+
+from batchsync._version import __version__
+from batchsync._redaction import redact_text
+from batchsync.credentials import Secret
+from batchsync.errors import (
+    GraphRequestError,
+    GraphResponseError,
+    GraphTimeoutError,
+    ThrottledError,
+)
+from batchsync.manifest import Target
+from batchsync.retry import parse_retry_after
+
+__all__ = ["USER_AGENT", "GraphAnswer", "GraphClient", "request_body"]
+
+USER_AGENT = f"batchsync/{__version__}"
+# Error bodies longer than this are not read to the end; Graph's JSON errors are a few hundred bytes.
+MAX_ERROR_BODY_BYTES = 64 * 1024
+_PATHS = {"servicePrincipal": "servicePrincipals", "application": "applications"}
+
+
+@dataclass(frozen=True, slots=True)
+class GraphAnswer:
+    """A successful answer: its status (204, or another 2xx) and ids."""
+
+    status: int
+    request_id: str | None
+    client_request_id: str
+    limit_percentage: float | None
+
+
+def request_body(credentials: Sequence[tuple[str, Secret]]) -> bytes:
+    """Return the JSON body ``{"credentials": [{"key", "value"}, ...]}``; it contains secrets."""
+    pairs = [{"key": key, "value": value.reveal()} for key, value in credentials]
+
+    return json.dumps({"credentials": pairs}, ensure_ascii=False).encode("utf-8")
+
+
+class GraphClient:
+    """Sends acquireAccessToken requests over one shared aiohttp session."""
+
+    def __init__(self, session: aiohttp.ClientSession, graph_url: str, api_version: str) -> None:
+        self._session = session
+        self._base = f"{graph_url.rstrip('/')}/{api_version}"
+
+    def url_for(self, target: Target) -> str:
+        """Return the action URL for ``target``."""
+        return f"{self._base}/{_PATHS[target.kind]}/{target.object_id}/synchronization/acquireAccessToken"
+
+    async def post_acquire_access_token(
+        self, target: Target, body: bytes, token: Secret, client_request_id: str
+    ) -> GraphAnswer:
+        """Send one request.
+
+        Raises:
+            GraphResponseError: Graph answered with a status outside 2xx.
+            GraphRequestError: the connection failed or closed before a whole answer arrived.
+            GraphTimeoutError: the attempt took longer than the session's timeout.
+        """
+        headers = {
+            "Authorization": f"Bearer {token.reveal()}",
+            "Content-Type": "application/json",
+            "client-request-id": client_request_id,
+            "return-client-request-id": "true",
+            "User-Agent": USER_AGENT,
+        }
+        try:
+            async with self._session.post(
+                self.url_for(target), data=body, headers=headers, allow_redirects=False
+            ) as response:
+                return await _read_answer(response, client_request_id)
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            raise GraphTimeoutError("the request timed out (limits.request_timeout_seconds)") from None
+        except aiohttp.ClientSSLError as exc:
+            raise GraphRequestError(_describe(exc), code="tls_error") from None
+        except aiohttp.ClientPayloadError as exc:
+            raise GraphRequestError(f"the answer was cut off: {_describe(exc)}", code="truncated_response") from None
+        except aiohttp.ClientError as exc:
+            raise GraphRequestError(_describe(exc)) from None
+
+
+async def _read_answer(response: aiohttp.ClientResponse, client_request_id: str) -> GraphAnswer:
+    request_id = response.headers.get("request-id")
+    echoed = response.headers.get("client-request-id", client_request_id)
+    if 200 <= response.status < 300:
+        await response.read()
+        return GraphAnswer(response.status, request_id, echoed, limit_percentage(response.headers))
+    raw = await response.content.read(MAX_ERROR_BODY_BYTES)
+    code, message = _error_fields(response, raw)
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    error_class = GraphResponseError
+    if response.status == 429 or (response.status == 503 and retry_after is not None):
+        error_class = ThrottledError
+
+    raise error_class(
+        response.status,
+        code,
+        message,
+        request_id=request_id,
+        client_request_id=echoed,
+        retry_after=retry_after,
+    )
+
+
+def limit_percentage(headers: CIMultiDictProxy[str]) -> float | None:
+    """Return ``x-ms-throttle-limit-percentage`` as a fraction (0.85), or None."""
+    value = headers.get("x-ms-throttle-limit-percentage")
+    if value is None:
+        return None
+    try:
+        number = float(value.strip().rstrip("%"))
+    except ValueError:
+        return None
+
+    return number / 100 if number > 2 else number
+
+
+def _error_fields(response: aiohttp.ClientResponse, raw: bytes) -> tuple[str, str]:
+    fallback_code = f"http_{response.status}"
+    if 300 <= response.status < 400:
+        location = response.headers.get("Location", "")
+        return "unexpected_redirect", f"Graph answered with a redirect to {location!r}; batchsync does not follow redirects"
+    error = _graph_error(raw)
+    if error is not None:
+        code = str(error.get("code") or fallback_code)
+        return code, redact_text(str(error.get("message") or ""))
+    content_type = response.headers.get("Content-Type", "no content type")
+    if not raw:
+        return fallback_code, f"HTTP {response.status} {response.reason or ''} with an empty body".replace("  ", " ")
+
+    return fallback_code, f"HTTP {response.status} with a body that is not a Graph error ({content_type}, {len(raw)} bytes)"
+
+
+def _graph_error(raw: bytes) -> dict[str, Any] | None:
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    error = document.get("error")
+
+    return error if isinstance(error, dict) else None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+
+    return redact_text(f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text)

@@ -1,0 +1,253 @@
+"""Assemble and run one onboarding job: report, sign-in, HTTP session, worker pool, summary.
+
+The order matters for "nothing lost, nothing called by surprise": the manifest is valid and the
+report file is open before the first token request, and the token request succeeds before the
+first Graph call. Whatever happens after that, every target gets exactly one report line and the
+report ends with a summary line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import signal
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import aiohttp
+
+from batchsync._tls import ssl_context
+from batchsync._version import __version__
+from batchsync.auth import TokenProvider, build_client_application
+from batchsync.errors import AuthError, CredentialError
+from batchsync.graph import GraphClient
+from batchsync.log import get_logger
+from batchsync.manifest import Manifest, Target
+from batchsync.ratelimit import RateLimiter
+from batchsync.report import ReportWriter, TargetResult, utc_now
+from batchsync.retry import RetryPolicy
+from batchsync.runner import Runner, RunTotals, log_retry
+
+__all__ = ["EXIT_AUTH", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "JobOptions", "run_job"]
+
+log = get_logger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_AUTH = 3
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """Command-line choices that apply on top of the manifest."""
+
+    report_path: Path
+    concurrency: int | None = None
+    rate: float | None = None
+    grace_seconds: float = 20.0
+    adaptive_rate: bool = True
+
+
+class _Signals:
+    """First SIGINT/SIGTERM: stop taking targets, cancel after the grace period. Second: cancel now."""
+
+    def __init__(self, runner: Runner, grace_seconds: float) -> None:
+        self.received: signal.Signals | None = None
+        self._runner = runner
+        self._grace = grace_seconds
+        self._task: asyncio.Task[RunTotals] | None = None
+
+    @contextlib.contextmanager
+    def installed(self, task: asyncio.Task[RunTotals]) -> Iterator[None]:
+        self._task = task
+        loop = asyncio.get_running_loop()
+        for number in EXIT_SIGNAL:
+            loop.add_signal_handler(number, self._on_signal, number)
+        try:
+            yield
+        finally:
+            for number in EXIT_SIGNAL:
+                loop.remove_signal_handler(number)
+
+    def _on_signal(self, number: signal.Signals) -> None:
+        loop = asyncio.get_running_loop()
+        if self.received is not None:
+            log.warning("run.cancelling", signal=number.name, reason="second signal")
+            self._cancel()
+            return
+        self.received = number
+        log.warning("run.stopping", signal=number.name, grace_seconds=self._grace)
+        self._runner.stop()
+        loop.call_later(self._grace, self._cancel)
+
+    def _cancel(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+
+async def run_job(manifest: Manifest, options: JobOptions, *, out: TextIO = sys.stdout) -> int:
+    """Run every target of ``manifest``; return the process exit code.
+
+    Raises:
+        ReportError: the report cannot be created; nothing was called.
+    """
+    limits = manifest.limits
+    concurrency = options.concurrency or limits.concurrency
+    rate = options.rate or limits.requests_per_second
+    report = ReportWriter(options.report_path)
+    report.open(expected_targets=len(manifest.targets))
+    run_id = str(uuid.uuid4())
+    try:
+        report.write_run(_run_fields(manifest, run_id))
+        log.info("run.started", run_id=run_id, targets=len(manifest.targets), concurrency=concurrency, rate=rate, report=str(report.path))
+        try:
+            tokens = await _sign_in(manifest)
+        except (AuthError, CredentialError) as exc:
+            return _auth_failed(manifest, report, run_id, exc, out)
+        limiter = RateLimiter(rate, limits.burst or max(1, concurrency), adaptive=options.adaptive_rate)
+        policy = RetryPolicy(
+            max_attempts=limits.max_attempts,
+            max_target_seconds=limits.max_target_seconds,
+            max_retry_after_seconds=limits.max_retry_after_seconds,
+            backoff_base_seconds=limits.backoff_base_seconds,
+            backoff_max_seconds=limits.backoff_max_seconds,
+            on_retry=log_retry,
+        )
+        async with _session(manifest, concurrency) as session:
+            graph = GraphClient(session, manifest.endpoints.graph, manifest.api_version)
+            runner = Runner(graph=graph, tokens=tokens, limiter=limiter, policy=policy, report=report, concurrency=concurrency)
+            signals = _Signals(runner, options.grace_seconds)
+            task = asyncio.create_task(runner.run(manifest.targets))
+            with signals.installed(task):
+                totals = await _wait_for(task, runner)
+        return _finish(report, run_id, totals, limiter, signals.received, out)
+    finally:
+        report.close()
+
+
+async def _wait_for(task: asyncio.Task[RunTotals], runner: Runner) -> RunTotals:
+    # The task writes a line for every target even when it is cancelled, so its totals are
+    # complete whichever way it ends.
+    with contextlib.suppress(asyncio.CancelledError):
+        return await task
+
+    return runner.totals
+
+
+async def _sign_in(manifest: Manifest) -> TokenProvider:
+    application = await asyncio.to_thread(
+        build_client_application, manifest.auth, manifest.endpoints, manifest.tenant
+    )
+    tokens = TokenProvider(application, manifest.endpoints.scope)
+    await tokens.get()
+
+    return tokens
+
+
+@contextlib.asynccontextmanager
+async def _session(manifest: Manifest, concurrency: int) -> Iterator[aiohttp.ClientSession]:  # type: ignore[misc]
+    limits = manifest.limits
+    connector = aiohttp.TCPConnector(
+        limit=concurrency, limit_per_host=concurrency, ssl=ssl_context(manifest.endpoints.ca_bundle)
+    )
+    # sock_connect, not connect: aiohttp's connect timeout also counts the wait for a free pooled
+    # connection, which is back-pressure, not a fault.
+    timeout = aiohttp.ClientTimeout(total=limits.request_timeout_seconds, sock_connect=limits.connect_timeout_seconds)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=True) as session:
+        yield session
+
+
+def _run_fields(manifest: Manifest, run_id: str) -> dict[str, object]:
+    return {
+        "run_id": run_id,
+        "started_at": utc_now(),
+        "manifest": str(manifest.path),
+        "manifest_sha256": manifest.sha256,
+        "batchsync_version": __version__,
+        "tenant": manifest.tenant,
+        "cloud": manifest.cloud,
+        "targets": len(manifest.targets),
+    }
+
+
+def _auth_failed(manifest: Manifest, report: ReportWriter, run_id: str, exc: Exception, out: TextIO) -> int:
+    code = exc.aadsts_code or exc.error if isinstance(exc, AuthError) else "credential_error"
+    log.error("auth.failed", error=str(exc), aadsts=code)
+    totals = RunTotals()
+    for target in manifest.targets:
+        report.write_target(_not_started(target, {"code": code, "message": str(exc)}))
+        totals.counts["cancelled"] += 1
+    report.write_summary(_summary_fields(run_id, totals, None, EXIT_AUTH, interrupted=False))
+    print(f"batchsync: {exc}", file=out)
+    print(f"  no target was called; report: {report.path}", file=out)
+
+    return EXIT_AUTH
+
+
+def _not_started(target: Target, error: dict[str, str]) -> TargetResult:
+    return TargetResult(
+        name=target.name, kind=target.kind, object_id=target.object_id, status="cancelled",
+        http_status=None, error=error, attempts=0, throttled=0, request_id=None,
+        client_request_id=None, started_at=None, finished_at=utc_now(), duration_ms=None,
+    )  # fmt: skip
+
+
+def _finish(
+    report: ReportWriter, run_id: str, totals: RunTotals, limiter: RateLimiter,
+    received: signal.Signals | None, out: TextIO,
+) -> int:  # fmt: skip
+    exit_code = EXIT_FAILED if totals.counts["failed"] else EXIT_OK
+    if received is not None:
+        exit_code = EXIT_SIGNAL[received]
+    report.write_summary(_summary_fields(run_id, totals, limiter, exit_code, interrupted=received is not None))
+    log.info("run.finished", run_id=run_id, exit_code=exit_code, **dict(totals.counts))
+    _print_summary(report.path, totals, limiter, out)
+
+    return exit_code
+
+
+def _summary_fields(
+    run_id: str, totals: RunTotals, limiter: RateLimiter | None, exit_code: int, *, interrupted: bool
+) -> dict[str, object]:
+    elapsed = totals.elapsed_seconds
+    return {
+        "run_id": run_id,
+        "finished_at": utc_now(),
+        "counts": {status: totals.counts.get(status, 0) for status in ("succeeded", "failed", "cancelled", "skipped")},
+        "requests": totals.requests,
+        "throttled": totals.throttled,
+        "paused_seconds": round(limiter.stats.paused_seconds, 3) if limiter else 0.0,
+        "elapsed_seconds": round(elapsed, 3),
+        "requests_per_second": round(totals.requests / elapsed, 2) if elapsed > 0 else 0.0,
+        "exit_code": exit_code,
+        "interrupted": interrupted,
+    }
+
+
+def _print_summary(path: Path, totals: RunTotals, limiter: RateLimiter, out: TextIO) -> None:
+    counts = totals.counts
+    total = sum(counts.values())
+    parts = ", ".join(f"{counts[s]} {s}" for s in ("succeeded", "failed", "cancelled", "skipped") if counts[s])
+    print(f"batchsync: {total} targets in {totals.elapsed_seconds:.1f} s: {parts or 'nothing to do'}", file=out)
+    if totals.failures:
+        by_code = ", ".join(f"{code} {n}" for code, n in totals.failures.most_common())
+        print(f"  failures by error code: {by_code}", file=out)
+    rate = totals.requests / totals.elapsed_seconds if totals.elapsed_seconds > 0 else 0.0
+    print(
+        f"  requests: {totals.requests} ({totals.throttled} throttled, paused {limiter.stats.paused_seconds:.1f} s, {rate:.1f} requests/s)",
+        file=out,
+    )
+    print(f"  report: {path}", file=out)
+
+
+def with_overrides(manifest: Manifest, **changes: object) -> Manifest:
+    """Return a copy of ``manifest`` with some fields replaced (endpoints, auth, targets)."""
+    return dataclasses.replace(manifest, **changes)  # type: ignore[arg-type]
+

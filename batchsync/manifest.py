@@ -1,0 +1,331 @@
+"""Load and validate a batchsync manifest (version 1).
+
+Validation is complete before anything is called: every problem in the file is collected, each
+with its file, line, column and field, and :class:`~batchsync.errors.ManifestError` carries them
+all at once. The checks run in three layers: the YAML text (syntax, duplicate keys, aliases), the
+schema of each section and each target (pydantic), and the rules that span the file or reach
+outside it (duplicate names and object ids, references that must resolve).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import TypeAdapter, ValidationError
+
+from batchsync._problems import format_field, problem_from_error
+from batchsync._schema import SECRET_KEYS, LimitsModel, ManifestModel, ReferenceModel, TargetModel
+from batchsync._yaml import Document, YamlProblem, parse
+from batchsync.clouds import CLOUDS, Endpoints
+from batchsync.credentials import Reference, file_is_shared, resolve
+from batchsync.errors import CredentialError, ManifestError, ManifestProblem
+
+__all__ = ["AuthSettings", "Manifest", "Target", "load_manifest"]
+
+# A manifest of 100,000 targets is about 30 MB; anything far larger is a wrong file.
+MAX_MANIFEST_BYTES = 256 * 1024 * 1024
+
+# Keys whose value is a secret in every connector; a literal {value: ...} for them is a warning.
+SECRET_VALUE_KEYS = frozenset(
+    {
+        "Password",
+        "SecretToken",
+        "AppKey",
+        "ClientSecret",
+        "ConsumerSecret",
+        "TokenKey",
+        "Oauth2AccessToken",
+        "Oauth2RefreshToken",
+        "Oauth2ClientSecret",
+        "Oauth2AuthorizationCode",
+        "ConnectionString",
+    }
+)
+
+_TARGET = TypeAdapter(TargetModel)
+_OBJECT_KINDS = {"service_principal": "servicePrincipal", "application": "application"}
+
+ObjectKind = Literal["servicePrincipal", "application"]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One object to call acquireAccessToken on, with references to its credentials."""
+
+    index: int
+    name: str
+    kind: ObjectKind
+    object_id: str
+    credentials: tuple[tuple[str, Reference], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """How batchsync signs in to Entra ID."""
+
+    client_id: str
+    client_secret: Reference | None = None
+    certificate: Reference | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated manifest: settings, endpoints and targets, with references unresolved."""
+
+    path: Path
+    sha256: str
+    tenant: str
+    cloud: str
+    endpoints: Endpoints
+    api_version: str
+    auth: AuthSettings
+    limits: LimitsModel
+    targets: list[Target]
+    warnings: list[ManifestProblem] = field(default_factory=list)
+
+
+def load_manifest(path: Path, *, check_references: bool = True) -> Manifest:
+    """Read, parse and validate the manifest at ``path``.
+
+    With ``check_references``, every ``env`` and ``file`` reference is resolved once (and the
+    value dropped) so that a missing variable fails the whole run before the first call.
+
+    Raises:
+        ManifestError: with every problem found.
+    """
+    raw = _read(path)
+    text = _decode(path, raw)
+    document = _parse(path, text)
+    return _Validator(path, document, hashlib.sha256(raw).hexdigest(), check_references).run()
+
+
+def _read(path: Path) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            mib = MAX_MANIFEST_BYTES // (1024 * 1024)
+            _fail(path, f"the file is {size} bytes, over the {mib} MiB limit; split it into shards")
+        return path.read_bytes()
+    except FileNotFoundError:
+        _fail(path, "file not found; check the path")
+    except IsADirectoryError:
+        _fail(path, "is a directory; give the manifest file")
+    except PermissionError:
+        _fail(path, "permission denied; make the file readable for this user")
+    except OSError as exc:
+        _fail(path, f"cannot read the file: {exc.strerror}")
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        message = f"the file is not UTF-8 (invalid byte 0x{raw[exc.start]:02x}); save it as UTF-8"
+        raise ManifestError([ManifestProblem(str(path), line, column, "", message)]) from None
+    if not text.strip():
+        _fail(path, "the file is empty; see configs/examples/ for a manifest to start from")
+
+    return text
+
+
+def _parse(path: Path, text: str) -> Document:
+    try:
+        document = parse(text)
+    except ValueError as exc:
+        problem: YamlProblem = exc.args[0]
+        located = ManifestProblem(str(path), problem.line, problem.column, "", problem.message)
+        raise ManifestError([located]) from None
+    if not isinstance(document.data, dict):
+        kind = "a list" if isinstance(document.data, list) else "a single value"
+        message = f"the manifest must be a mapping with version, tenant, auth and targets; found {kind}"
+        raise ManifestError([ManifestProblem(str(path), 1, 1, "", message)])
+
+    return document
+
+
+def _fail(path: Path, message: str) -> Any:
+    raise ManifestError([ManifestProblem(str(path), 1, 1, "", message)])
+
+
+class _Validator:
+    """Collects every problem of one manifest and builds the :class:`Manifest` when none is found."""
+
+    def __init__(self, path: Path, document: Document, sha256: str, check_references: bool) -> None:
+        self.path = path
+        self.document = document
+        self.sha256 = sha256
+        self.check_references = check_references
+        self.problems: list[ManifestProblem] = []
+        self.warnings: list[ManifestProblem] = []
+
+    def run(self) -> Manifest:
+        data = dict(self.document.data)
+        raw_targets = data.pop("targets", None)
+        settings = self._settings(data)
+        targets = self._targets(raw_targets)
+        self._check_duplicates(raw_targets)
+        if settings is not None:
+            self._check_settings_files(settings)
+        if self.check_references:
+            self._check_references(settings, targets)
+        if self.problems:
+            raise ManifestError(self.problems)
+        assert settings is not None  # noqa: S101 - no problems means settings validated
+
+        return self._build(settings, targets)
+
+    def _settings(self, data: dict[str, Any]) -> ManifestModel | None:
+        try:
+            return ManifestModel.model_validate(data)
+        except ValidationError as exc:
+            self._add_errors(exc, ())
+            return None
+
+    def _targets(self, raw: Any) -> list[TargetModel | None]:
+        if raw is None:
+            self._problem(("targets",), 'required key "targets" is missing; list at least one target', ())
+            return []
+        if not isinstance(raw, list) or not raw:
+            self._problem(("targets",), "must be a non-empty list of targets", ("targets",))
+            return []
+        targets: list[TargetModel | None] = []
+        for index, item in enumerate(raw):
+            try:
+                targets.append(_TARGET.validate_python(item))
+            except ValidationError as exc:
+                self._add_errors(exc, ("targets", index))
+                targets.append(None)
+
+        return targets
+
+    def _check_duplicates(self, raw: Any) -> None:
+        if not isinstance(raw, list):
+            return
+        seen: dict[tuple[str, str], int] = {}
+        for index, item in enumerate(raw):
+            if not isinstance(item, dict):
+                continue
+            for key in ("name", "service_principal", "application"):
+                value = item.get(key)
+                if not isinstance(value, str):
+                    continue
+                identity = ("name" if key == "name" else "object", value.lower())
+                if identity in seen:
+                    self._duplicate(index, key, value, seen[identity])
+                else:
+                    seen[identity] = index
+
+    def _duplicate(self, index: int, key: str, value: str, first: int) -> None:
+        what = "name" if key == "name" else "object id"
+        line, _ = self.document.position(("targets", first))
+        message = f'duplicate {what} "{value}", first used by targets[{first}] on line {line}; each target must be unique'
+        self._problem(("targets", index, key), message, ("targets", index, key))
+
+    def _check_settings_files(self, settings: ManifestModel) -> None:
+        if settings.endpoints is None or settings.endpoints.ca_bundle is None:
+            return
+        ca_path = self._relative(settings.endpoints.ca_bundle)
+        if not ca_path.is_file():
+            location = ("endpoints", "ca_bundle")
+            self._problem(location, f"CA bundle {ca_path} does not exist; fix the path", location)
+
+    def _check_references(
+        self, settings: ManifestModel | None, targets: list[TargetModel | None]
+    ) -> None:
+        if settings is not None:
+            for name in ("client_secret", "certificate"):
+                model = getattr(settings.auth, name)
+                if model is not None:
+                    self._check_reference(("auth", name), model)
+        for index, target in enumerate(targets):
+            if target is None:
+                continue
+            for key, model in target.credentials.items():
+                self._check_reference(("targets", index, "credentials", key), model)
+                if model.kind == "value" and key in SECRET_VALUE_KEYS:
+                    self._warn(("targets", index, "credentials", key), f"{key} is a literal in the manifest; keep secrets in an env or file reference")
+
+    def _check_reference(self, location: tuple[str | int, ...], model: ReferenceModel) -> None:
+        reference = self._reference(model)
+        try:
+            resolve(reference)
+        except CredentialError as exc:
+            self._problem(location, str(exc), (*location, reference.kind))
+            return
+        if reference.kind == "file" and file_is_shared(reference):
+            self._warn(location, f"file {reference.path} is readable by other users; chmod 600 it")
+
+    def _build(self, settings: ManifestModel, targets: Iterable[TargetModel | None]) -> Manifest:
+        built = [self._target(index, model) for index, model in enumerate(targets) if model]
+        return Manifest(
+            path=self.path,
+            sha256=self.sha256,
+            tenant=settings.tenant,
+            cloud=settings.cloud,
+            endpoints=self._endpoints(settings),
+            api_version=settings.api_version,
+            auth=self._auth(settings),
+            limits=settings.limits,
+            targets=built,
+            warnings=self.warnings,
+        )
+
+    def _target(self, index: int, model: TargetModel) -> Target:
+        kind = "service_principal" if model.service_principal else "application"
+        credentials = tuple((key, self._reference(ref)) for key, ref in model.credentials.items())
+        return Target(
+            index=index,
+            name=model.name,
+            kind="servicePrincipal" if kind == "service_principal" else "application",
+            object_id=model.object_id,
+            credentials=credentials,
+        )
+
+    def _endpoints(self, settings: ManifestModel) -> Endpoints:
+        if settings.endpoints is None:
+            return CLOUDS[settings.cloud]
+        ca_bundle = settings.endpoints.ca_bundle
+        return Endpoints(
+            graph=settings.endpoints.graph,
+            login=settings.endpoints.login,
+            ca_bundle=str(self._relative(ca_bundle)) if ca_bundle else None,
+        )
+
+    def _auth(self, settings: ManifestModel) -> AuthSettings:
+        auth = settings.auth
+        return AuthSettings(
+            client_id=auth.client_id,
+            client_secret=self._reference(auth.client_secret) if auth.client_secret else None,
+            certificate=self._reference(auth.certificate) if auth.certificate else None,
+        )
+
+    def _reference(self, model: ReferenceModel) -> Reference:
+        return Reference(model.kind, model.target, base_dir=self.path.parent)
+
+    def _relative(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.path.parent / path
+
+    def _add_errors(self, exc: ValidationError, prefix: tuple[str | int, ...]) -> None:
+        for error in exc.errors(include_url=False):
+            error["loc"] = (*prefix, *error["loc"])
+            self.problems.append(problem_from_error(str(self.path), self.document, error))
+
+    def _problem(self, field_path: tuple[str | int, ...], message: str, at: tuple[str | int, ...]) -> None:
+        line, column = self.document.position(at)
+        self.problems.append(ManifestProblem(str(self.path), line, column, format_field(field_path), message))
+
+    def _warn(self, field_path: tuple[str | int, ...], message: str) -> None:
+        line, column = self.document.position(field_path)
+        self.warnings.append(ManifestProblem(str(self.path), line, column, format_field(field_path), message))
+
+
+def secret_key_names() -> tuple[str, ...]:
+    """Return the 45 ``synchronizationSecret`` names Graph accepts, in enum order."""
+    return SECRET_KEYS
