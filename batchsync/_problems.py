@@ -76,10 +76,14 @@ def problem_from_error(path: str, document: Document, error: ErrorDetails) -> Ma
     if kind == "missing":
         parent, key = location[:-1], str(location[-1])
         line, column = document.position(parent)
-        return ManifestProblem(path, line, column, format_field(parent), f'required key "{key}" is missing')
+        return ManifestProblem(
+            path, line, column, format_field(parent), f'required key "{key}" is missing'
+        )
     line, column = document.position(location)
 
-    return ManifestProblem(path, line, column, format_field(location), _message(kind, location, error))
+    return ManifestProblem(
+        path, line, column, format_field(location), _message(kind, location, error)
+    )
 
 
 def _secret_key_problem(path: str, document: Document, location: Location) -> ManifestProblem:

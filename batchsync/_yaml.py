@@ -33,7 +33,7 @@ class YamlProblem:
     message: str
 
 
-class _Problem(Exception):  # noqa: N818 - internal signal, never escapes this module
+class _Problem(Exception):
     def __init__(self, problem: YamlProblem) -> None:
         self.problem = problem
         super().__init__(problem.message)
@@ -102,10 +102,15 @@ def _child(node: yaml.Node, segment: str | int) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             if key_node.value == segment:
-                return value_node
-    elif isinstance(node, yaml.SequenceNode) and isinstance(segment, int):
-        if 0 <= segment < len(node.value):
-            return node.value[segment]
+                found: yaml.Node = value_node
+                return found
+    elif (
+        isinstance(node, yaml.SequenceNode)
+        and isinstance(segment, int)
+        and 0 <= segment < len(node.value)
+    ):
+        item: yaml.Node = node.value[segment]
+        return item
 
     return None
 
@@ -151,7 +156,10 @@ class _Converter:
             raise _Problem(_at(node, f"unsupported YAML node {node.tag}"))
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+            if (
+                not isinstance(key_node, yaml.ScalarNode)
+                or key_node.tag == "tag:yaml.org,2002:merge"
+            ):
                 raise _Problem(_at(key_node, "mapping keys must be plain strings"))
             key = key_node.value
             if key in result:

@@ -50,9 +50,7 @@ class AccessToken:
     generation: int
 
 
-def build_client_application(
-    auth: AuthSettings, endpoints: Endpoints, tenant: str
-) -> Any:
+def build_client_application(auth: AuthSettings, endpoints: Endpoints, tenant: str) -> Any:
     """Build the MSAL ``ConfidentialClientApplication`` for ``auth``.
 
     MSAL fetches the tenant's OpenID configuration here, so this blocks: call it in a thread.
@@ -63,7 +61,9 @@ def build_client_application(
             certificate file holds no usable key and certificate.
     """
     credential = _client_credential(auth)
-    session = PinnedVerifySession(combined_ca_file(endpoints.ca_bundle), TOKEN_REQUEST_TIMEOUT_SECONDS)
+    session = PinnedVerifySession(
+        combined_ca_file(endpoints.ca_bundle), TOKEN_REQUEST_TIMEOUT_SECONDS
+    )
     known_host = not is_loopback_url(endpoints.login) and endpoints.ca_bundle is None
     return call_msal(
         msal.ConfidentialClientApplication,
@@ -83,7 +83,7 @@ def _client_credential(auth: AuthSettings) -> Any:
         secret = resolve(auth.client_secret).reveal()
         register_secret(secret)
         return secret
-    assert auth.certificate is not None  # noqa: S101 - the manifest requires one of the two
+    assert auth.certificate is not None
     return _certificate_credential(auth.certificate)
 
 
@@ -165,7 +165,12 @@ class TokenProvider:
         self.acquisitions += 1
         token = self._token_from(result)
         self._current = token
-        log.info("auth.token.acquired", generation=token.generation, expires_in_s=round(token.expires_on - self._clock()), forced=force)
+        log.info(
+            "auth.token.acquired",
+            generation=token.generation,
+            expires_in_s=round(token.expires_on - self._clock()),
+            forced=force,
+        )
 
         return token
 
@@ -196,13 +201,11 @@ def call_msal(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     try:
         return function(*args, **kwargs)
     except requests.exceptions.SSLError:
-        raise AuthError(
-            "tls_error", "TLS verification of the login host failed; check endpoints.ca_bundle"
-        ) from None
+        message = "TLS verification of the login host failed; check endpoints.ca_bundle"
+        raise AuthError("tls_error", message) from None
     except requests.RequestException as exc:
-        raise AuthError(
-            "connection_error", f"cannot reach the login host: {type(exc).__name__}"
-        ) from None
+        message = f"cannot reach the login host: {type(exc).__name__}"
+        raise AuthError("connection_error", message) from None
     except ValueError as exc:
         raise AuthError("invalid_authority", _first_line(str(exc))) from None
 

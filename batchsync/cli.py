@@ -35,10 +35,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     if args.command == "emulator":
-        from batchsync.emulator.cli import main as emulator_main  # noqa: PLC0415 - optional path
+        from batchsync.emulator.cli import main as emulator_main
 
-        return emulator_main(args.emulator_args)
-    configure_logging(level=logging.DEBUG if args.verbose else logging.INFO, log_format=args.log_format)
+        exit_code: int = emulator_main(args.emulator_args)
+        return exit_code
+    configure_logging(
+        level=logging.DEBUG if args.verbose else logging.INFO, log_format=args.log_format
+    )
     if args.command == "validate":
         return _validate(args)
 
@@ -54,15 +57,46 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = commands.add_parser("run", help="call acquireAccessToken for every target of a manifest")
     _add_common(run)
-    run.add_argument("--report", type=Path, help="report file (JSON Lines); default reports/batchsync-<UTC time>.jsonl")
-    run.add_argument("--concurrency", type=_positive_int, help="requests in flight at once; overrides limits.concurrency")
-    run.add_argument("--rate", type=_positive_float, metavar="RPS", help="requests per second for the whole run; overrides limits.requests_per_second")
-    run.add_argument("--grace-seconds", type=_positive_float, default=20.0, help="on SIGTERM/SIGINT, how long calls in flight may finish (default 20)")
-    run.add_argument("--emulator", action="store_true", help="start the bundled Graph emulator on loopback and run against it")
-    run.add_argument("--emulator-scenario", type=Path, metavar="PATH", help="emulator scenario file; default MANIFEST-STEM.emulator.yaml beside the manifest, else every object exists")
-    validate = commands.add_parser("validate", help="check a manifest and that every reference resolves; calls nothing")
+    run.add_argument(
+        "--report",
+        type=Path,
+        help="report file (JSON Lines); default reports/batchsync-<UTC time>.jsonl",
+    )
+    run.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        help="requests in flight at once; overrides limits.concurrency",
+    )
+    run.add_argument(
+        "--rate",
+        type=_positive_float,
+        metavar="RPS",
+        help="requests per second for the whole run; overrides limits.requests_per_second",
+    )
+    run.add_argument(
+        "--grace-seconds",
+        type=_positive_float,
+        default=20.0,
+        help="on SIGTERM/SIGINT, how long calls in flight may finish (default 20)",
+    )
+    run.add_argument(
+        "--emulator",
+        action="store_true",
+        help="start the bundled Graph emulator on loopback and run against it",
+    )
+    run.add_argument(
+        "--emulator-scenario",
+        type=Path,
+        metavar="PATH",
+        help="emulator scenario file; default MANIFEST-STEM.emulator.yaml beside the manifest, else every object exists",
+    )
+    validate = commands.add_parser(
+        "validate", help="check a manifest and that every reference resolves; calls nothing"
+    )
     _add_common(validate)
-    emulator = commands.add_parser("emulator", help="run the Graph emulator standalone on loopback", add_help=False)
+    emulator = commands.add_parser(
+        "emulator", help="run the Graph emulator standalone on loopback", add_help=False
+    )
     emulator.add_argument("emulator_args", nargs=argparse.REMAINDER)
 
     return parser
@@ -71,7 +105,12 @@ def _parser() -> argparse.ArgumentParser:
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", type=Path, metavar="MANIFEST", help="the manifest (YAML)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug events")
-    parser.add_argument("--log-format", choices=["auto", "console", "json"], default="auto", help="log format on stderr; auto is console on a terminal, JSON otherwise")
+    parser.add_argument(
+        "--log-format",
+        choices=["auto", "console", "json"],
+        default="auto",
+        help="log format on stderr; auto is console on a terminal, JSON otherwise",
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -108,7 +147,10 @@ def _validate(args: argparse.Namespace) -> int:
     manifest = _load(args.manifest)
     if manifest is None:
         return EXIT_USAGE
-    kinds = {kind: sum(1 for t in manifest.targets if t.kind == kind) for kind in ("servicePrincipal", "application")}
+    kinds = {
+        kind: sum(1 for t in manifest.targets if t.kind == kind)
+        for kind in ("servicePrincipal", "application")
+    }
     print(
         f"{args.manifest}: valid: {len(manifest.targets)} targets "
         f"({kinds['servicePrincipal']} service principals, {kinds['application']} applications), "
@@ -138,7 +180,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _run_emulated(manifest: Manifest, options: JobOptions, scenario: Path | None) -> int:
-    from batchsync._emulated import emulated  # noqa: PLC0415 - only runs pull in the emulator
+    from batchsync._emulated import emulated
 
     with tempfile.TemporaryDirectory(prefix="batchsync-emulator-") as state_dir:
         async with emulated(manifest, scenario, Path(state_dir)) as pointed:

@@ -9,7 +9,6 @@ token renewal and rate limiting are the caller's business (:mod:`batchsync.runne
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,8 +17,8 @@ from typing import Any
 import aiohttp
 from multidict import CIMultiDictProxy
 
-from batchsync._version import __version__
 from batchsync._redaction import redact_text
+from batchsync._version import __version__
 from batchsync.credentials import Secret
 from batchsync.errors import (
     GraphRequestError,
@@ -88,12 +87,14 @@ class GraphClient:
                 self.url_for(target), data=body, headers=headers, allow_redirects=False
             ) as response:
                 return await _read_answer(response, client_request_id)
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-            raise GraphTimeoutError("the request timed out (limits.request_timeout_seconds)") from None
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            message = "the request timed out (limits.request_timeout_seconds)"
+            raise GraphTimeoutError(message) from None
         except aiohttp.ClientSSLError as exc:
             raise GraphRequestError(_describe(exc), code="tls_error") from None
         except aiohttp.ClientPayloadError as exc:
-            raise GraphRequestError(f"the answer was cut off: {_describe(exc)}", code="truncated_response") from None
+            message = f"the answer was cut off: {_describe(exc)}"
+            raise GraphRequestError(message, code="truncated_response") from None
         except aiohttp.ClientError as exc:
             raise GraphRequestError(_describe(exc)) from None
 
@@ -138,16 +139,25 @@ def _error_fields(response: aiohttp.ClientResponse, raw: bytes) -> tuple[str, st
     fallback_code = f"http_{response.status}"
     if 300 <= response.status < 400:
         location = response.headers.get("Location", "")
-        return "unexpected_redirect", f"Graph answered with a redirect to {location!r}; batchsync does not follow redirects"
+        return (
+            "unexpected_redirect",
+            f"Graph answered with a redirect to {location!r}; batchsync does not follow redirects",
+        )
     error = _graph_error(raw)
     if error is not None:
         code = str(error.get("code") or fallback_code)
         return code, redact_text(str(error.get("message") or ""))
     content_type = response.headers.get("Content-Type", "no content type")
     if not raw:
-        return fallback_code, f"HTTP {response.status} {response.reason or ''} with an empty body".replace("  ", " ")
+        return (
+            fallback_code,
+            f"HTTP {response.status} {response.reason or ''} with an empty body".replace("  ", " "),
+        )
 
-    return fallback_code, f"HTTP {response.status} with a body that is not a Graph error ({content_type}, {len(raw)} bytes)"
+    return (
+        fallback_code,
+        f"HTTP {response.status} with a body that is not a Graph error ({content_type}, {len(raw)} bytes)",
+    )
 
 
 def _graph_error(raw: bytes) -> dict[str, Any] | None:

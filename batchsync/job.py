@@ -14,7 +14,7 @@ import dataclasses
 import signal
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -106,12 +106,21 @@ async def run_job(manifest: Manifest, options: JobOptions, *, out: TextIO = sys.
     run_id = str(uuid.uuid4())
     try:
         report.write_run(_run_fields(manifest, run_id))
-        log.info("run.started", run_id=run_id, targets=len(manifest.targets), concurrency=concurrency, rate=rate, report=str(report.path))
+        log.info(
+            "run.started",
+            run_id=run_id,
+            targets=len(manifest.targets),
+            concurrency=concurrency,
+            rate=rate,
+            report=str(report.path),
+        )
         try:
             tokens = await _sign_in(manifest)
         except (AuthError, CredentialError) as exc:
             return _auth_failed(manifest, report, run_id, exc, out)
-        limiter = RateLimiter(rate, limits.burst or max(1, concurrency), adaptive=options.adaptive_rate)
+        limiter = RateLimiter(
+            rate, limits.burst or max(1, concurrency), adaptive=options.adaptive_rate
+        )
         policy = RetryPolicy(
             max_attempts=limits.max_attempts,
             max_target_seconds=limits.max_target_seconds,
@@ -122,7 +131,14 @@ async def run_job(manifest: Manifest, options: JobOptions, *, out: TextIO = sys.
         )
         async with _session(manifest, concurrency) as session:
             graph = GraphClient(session, manifest.endpoints.graph, manifest.api_version)
-            runner = Runner(graph=graph, tokens=tokens, limiter=limiter, policy=policy, report=report, concurrency=concurrency)
+            runner = Runner(
+                graph=graph,
+                tokens=tokens,
+                limiter=limiter,
+                policy=policy,
+                report=report,
+                concurrency=concurrency,
+            )
             signals = _Signals(runner, options.grace_seconds)
             task = asyncio.create_task(runner.run(manifest.targets))
             with signals.installed(task):
@@ -152,15 +168,19 @@ async def _sign_in(manifest: Manifest) -> TokenProvider:
 
 
 @contextlib.asynccontextmanager
-async def _session(manifest: Manifest, concurrency: int) -> Iterator[aiohttp.ClientSession]:  # type: ignore[misc]
+async def _session(manifest: Manifest, concurrency: int) -> AsyncIterator[aiohttp.ClientSession]:
     limits = manifest.limits
     connector = aiohttp.TCPConnector(
         limit=concurrency, limit_per_host=concurrency, ssl=ssl_context(manifest.endpoints.ca_bundle)
     )
     # sock_connect, not connect: aiohttp's connect timeout also counts the wait for a free pooled
     # connection, which is back-pressure, not a fault.
-    timeout = aiohttp.ClientTimeout(total=limits.request_timeout_seconds, sock_connect=limits.connect_timeout_seconds)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=True) as session:
+    timeout = aiohttp.ClientTimeout(
+        total=limits.request_timeout_seconds, sock_connect=limits.connect_timeout_seconds
+    )
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, trust_env=True
+    ) as session:
         yield session
 
 
@@ -177,7 +197,9 @@ def _run_fields(manifest: Manifest, run_id: str) -> dict[str, object]:
     }
 
 
-def _auth_failed(manifest: Manifest, report: ReportWriter, run_id: str, exc: Exception, out: TextIO) -> int:
+def _auth_failed(
+    manifest: Manifest, report: ReportWriter, run_id: str, exc: Exception, out: TextIO
+) -> int:
     code = exc.aadsts_code or exc.error if isinstance(exc, AuthError) else "credential_error"
     log.error("auth.failed", error=str(exc), aadsts=code)
     totals = RunTotals()
@@ -206,7 +228,9 @@ def _finish(
     exit_code = EXIT_FAILED if totals.counts["failed"] else EXIT_OK
     if received is not None:
         exit_code = EXIT_SIGNAL[received]
-    report.write_summary(_summary_fields(run_id, totals, limiter, exit_code, interrupted=received is not None))
+    report.write_summary(
+        _summary_fields(run_id, totals, limiter, exit_code, interrupted=received is not None)
+    )
     log.info("run.finished", run_id=run_id, exit_code=exit_code, **dict(totals.counts))
     _print_summary(report.path, totals, limiter, out)
 
@@ -214,13 +238,21 @@ def _finish(
 
 
 def _summary_fields(
-    run_id: str, totals: RunTotals, limiter: RateLimiter | None, exit_code: int, *, interrupted: bool
+    run_id: str,
+    totals: RunTotals,
+    limiter: RateLimiter | None,
+    exit_code: int,
+    *,
+    interrupted: bool,
 ) -> dict[str, object]:
     elapsed = totals.elapsed_seconds
     return {
         "run_id": run_id,
         "finished_at": utc_now(),
-        "counts": {status: totals.counts.get(status, 0) for status in ("succeeded", "failed", "cancelled", "skipped")},
+        "counts": {
+            status: totals.counts.get(status, 0)
+            for status in ("succeeded", "failed", "cancelled", "skipped")
+        },
         "requests": totals.requests,
         "throttled": totals.throttled,
         "paused_seconds": round(limiter.stats.paused_seconds, 3) if limiter else 0.0,
@@ -234,8 +266,13 @@ def _summary_fields(
 def _print_summary(path: Path, totals: RunTotals, limiter: RateLimiter, out: TextIO) -> None:
     counts = totals.counts
     total = sum(counts.values())
-    parts = ", ".join(f"{counts[s]} {s}" for s in ("succeeded", "failed", "cancelled", "skipped") if counts[s])
-    print(f"batchsync: {total} targets in {totals.elapsed_seconds:.1f} s: {parts or 'nothing to do'}", file=out)
+    parts = ", ".join(
+        f"{counts[s]} {s}" for s in ("succeeded", "failed", "cancelled", "skipped") if counts[s]
+    )
+    print(
+        f"batchsync: {total} targets in {totals.elapsed_seconds:.1f} s: {parts or 'nothing to do'}",
+        file=out,
+    )
     if totals.failures:
         by_code = ", ".join(f"{code} {n}" for code, n in totals.failures.most_common())
         print(f"  failures by error code: {by_code}", file=out)
@@ -250,4 +287,3 @@ def _print_summary(path: Path, totals: RunTotals, limiter: RateLimiter, out: Tex
 def with_overrides(manifest: Manifest, **changes: object) -> Manifest:
     """Return a copy of ``manifest`` with some fields replaced (endpoints, auth, targets)."""
     return dataclasses.replace(manifest, **changes)  # type: ignore[arg-type]
-

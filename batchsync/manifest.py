@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -143,13 +143,15 @@ def _parse(path: Path, text: str) -> Document:
         raise ManifestError([located]) from None
     if not isinstance(document.data, dict):
         kind = "a list" if isinstance(document.data, list) else "a single value"
-        message = f"the manifest must be a mapping with version, tenant, auth and targets; found {kind}"
+        message = (
+            f"the manifest must be a mapping with version, tenant, auth and targets; found {kind}"
+        )
         raise ManifestError([ManifestProblem(str(path), 1, 1, "", message)])
 
     return document
 
 
-def _fail(path: Path, message: str) -> Any:
+def _fail(path: Path, message: str) -> NoReturn:
     raise ManifestError([ManifestProblem(str(path), 1, 1, "", message)])
 
 
@@ -176,7 +178,7 @@ class _Validator:
             self._check_references(settings, targets)
         if self.problems:
             raise ManifestError(self.problems)
-        assert settings is not None  # noqa: S101 - no problems means settings validated
+        assert settings is not None
 
         return self._build(settings, targets)
 
@@ -189,7 +191,9 @@ class _Validator:
 
     def _targets(self, raw: Any) -> list[TargetModel | None]:
         if raw is None:
-            self._problem(("targets",), 'required key "targets" is missing; list at least one target', ())
+            self._problem(
+                ("targets",), 'required key "targets" is missing; list at least one target', ()
+            )
             return []
         if not isinstance(raw, list) or not raw:
             self._problem(("targets",), "must be a non-empty list of targets", ("targets",))
@@ -249,7 +253,10 @@ class _Validator:
             for key, model in target.credentials.items():
                 self._check_reference(("targets", index, "credentials", key), model)
                 if model.kind == "value" and key in SECRET_VALUE_KEYS:
-                    self._warn(("targets", index, "credentials", key), f"{key} is a literal in the manifest; keep secrets in an env or file reference")
+                    self._warn(
+                        ("targets", index, "credentials", key),
+                        f"{key} is a literal in the manifest; keep secrets in an env or file reference",
+                    )
 
     def _check_reference(self, location: tuple[str | int, ...], model: ReferenceModel) -> None:
         reference = self._reference(model)
@@ -317,13 +324,19 @@ class _Validator:
             error["loc"] = (*prefix, *error["loc"])
             self.problems.append(problem_from_error(str(self.path), self.document, error))
 
-    def _problem(self, field_path: tuple[str | int, ...], message: str, at: tuple[str | int, ...]) -> None:
+    def _problem(
+        self, field_path: tuple[str | int, ...], message: str, at: tuple[str | int, ...]
+    ) -> None:
         line, column = self.document.position(at)
-        self.problems.append(ManifestProblem(str(self.path), line, column, format_field(field_path), message))
+        self.problems.append(
+            ManifestProblem(str(self.path), line, column, format_field(field_path), message)
+        )
 
     def _warn(self, field_path: tuple[str | int, ...], message: str) -> None:
         line, column = self.document.position(field_path)
-        self.warnings.append(ManifestProblem(str(self.path), line, column, format_field(field_path), message))
+        self.warnings.append(
+            ManifestProblem(str(self.path), line, column, format_field(field_path), message)
+        )
 
 
 def secret_key_names() -> tuple[str, ...]:

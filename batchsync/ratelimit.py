@@ -121,8 +121,10 @@ class RateLimiter:
         tolerance = (self.burst - 1) * interval
         start = max(now, self._theoretical_arrival - tolerance)
         self._theoretical_arrival = max(self._theoretical_arrival, now) + interval
+        delay = start - now
 
-        return start - now
+        # Float rounding leaves delays of 1e-13 s where the schedule means "now".
+        return delay if delay > 1e-9 else 0.0
 
     def _adjustment_due(self) -> bool:
         # Adjust at most once per expected request interval, so the step size does not depend on

@@ -77,7 +77,9 @@ class ReportWriter:
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
-            raise ReportError(self.path, "the file already exists; choose another --report path") from None
+            raise ReportError(
+                self.path, "the file already exists; choose another --report path"
+            ) from None
         except OSError as exc:
             raise ReportError(self.path, exc.strerror or str(exc)) from None
         self._file = os.fdopen(fd, "w", encoding="utf-8")

@@ -109,7 +109,11 @@ class Runner:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
             for target in pending:
-                self._write(_cancelled(target, None, TargetProgress(), "the run stopped before this target started"))
+                self._write(
+                    _cancelled(
+                        target, None, TargetProgress(), "the run stopped before this target started"
+                    )
+                )
             self.totals.elapsed_seconds = time.monotonic() - started
 
         return self.totals
@@ -117,7 +121,11 @@ class Runner:
     async def _worker(self, pending: Iterator[Target]) -> None:
         for target in pending:
             if self.stopping:
-                self._write(_cancelled(target, None, TargetProgress(), "the run stopped before this target started"))
+                self._write(
+                    _cancelled(
+                        target, None, TargetProgress(), "the run stopped before this target started"
+                    )
+                )
                 continue
             await self.process_target(target)
 
@@ -125,7 +133,9 @@ class Runner:
         """Call acquireAccessToken for ``target`` and write its one report line."""
         started_at, started = utc_now(), time.monotonic()
         progress = TargetProgress()
-        with structlog.contextvars.bound_contextvars(target=target.name, object_id=target.object_id):
+        with structlog.contextvars.bound_contextvars(
+            target=target.name, object_id=target.object_id
+        ):
             log.debug("target.started")
             try:
                 credentials = [(key, resolve(reference)) for key, reference in target.credentials]
@@ -133,13 +143,29 @@ class Runner:
                     answer = await self._with_retries(target, credentials, progress)
                 result = _succeeded(target, started_at, started, progress, answer)
             except asyncio.CancelledError:
-                self._write(_cancelled(target, started_at, progress, "the run stopped while this target was in flight", started))
+                self._write(
+                    _cancelled(
+                        target,
+                        started_at,
+                        progress,
+                        "the run stopped while this target was in flight",
+                        started,
+                    )
+                )
                 raise
             except (GraphError, CredentialError, AuthError) as exc:
                 result = _failed(target, started_at, started, progress, *self._error_fields(exc))
-            except Exception as exc:  # noqa: BLE001 - one broken target must not end the run
+            except Exception as exc:
                 log.exception("target.internal_error")
-                result = _failed(target, started_at, started, progress, None, "internal_error", f"{type(exc).__name__} in batchsync; see the log")
+                result = _failed(
+                    target,
+                    started_at,
+                    started,
+                    progress,
+                    None,
+                    "internal_error",
+                    f"{type(exc).__name__} in batchsync; see the log",
+                )
             self._write(result)
 
         return result
@@ -151,9 +177,12 @@ class Runner:
         async for attempt in self._policy.controller(progress):
             with attempt:
                 return await self._with_token(target, body, progress)
-        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+        message = "unreachable: tenacity re-raises the last error"
+        raise AssertionError(message)  # pragma: no cover
 
-    async def _with_token(self, target: Target, body: bytes, progress: TargetProgress) -> GraphAnswer:
+    async def _with_token(
+        self, target: Target, body: bytes, progress: TargetProgress
+    ) -> GraphAnswer:
         token = await self._tokens.get()
         try:
             return await self._with_rate_limit(target, body, token, progress)
@@ -177,7 +206,9 @@ class Runner:
         client_request_id = str(uuid.uuid4())
         self.totals.requests += 1
         try:
-            answer = await self._graph.post_acquire_access_token(target, body, token.value, client_request_id)
+            answer = await self._graph.post_acquire_access_token(
+                target, body, token.value, client_request_id
+            )
         except GraphResponseError as exc:
             progress.record(exc.status, exc.request_id, exc.client_request_id or client_request_id)
             self._on_error_answer(exc)
@@ -194,9 +225,10 @@ class Runner:
         if exc.status == 429:
             self.totals.throttled += 1
             self._limiter.on_throttled()
-        if isinstance(exc, ThrottledError) and exc.retry_after is not None:
-            if exc.retry_after <= self._policy.max_retry_after_seconds:
-                self._limiter.pause(exc.retry_after)
+        retry_after = exc.retry_after if isinstance(exc, ThrottledError) else None
+        # A Retry-After beyond the maximum fails this target; it must not stall the whole pool.
+        if retry_after is not None and retry_after <= self._policy.max_retry_after_seconds:
+            self._limiter.pause(retry_after)
 
     def _error_fields(self, exc: Exception) -> tuple[int | None, str, str]:
         if isinstance(exc, GraphResponseError):
@@ -219,6 +251,7 @@ class Runner:
             self.totals.failures[result.error["code"]] += 1
         _log_outcome(result)
 
+
 def log_retry(state: RetryCallState, wait: float) -> None:
     """Log one retry; tenacity calls it from ``before_sleep``."""
     error = state.outcome.exception() if state.outcome else None
@@ -235,22 +268,54 @@ def log_retry(state: RetryCallState, wait: float) -> None:
 
 def _unauthorized(exc: GraphResponseError) -> GraphResponseError:
     if exc.code == "UnknownError" and not exc.message:
-        return GraphResponseError(401, "permission_denied", PERMISSION_HINT, request_id=exc.request_id, client_request_id=exc.client_request_id)
+        return GraphResponseError(
+            401,
+            "permission_denied",
+            PERMISSION_HINT,
+            request_id=exc.request_id,
+            client_request_id=exc.client_request_id,
+        )
 
     return exc
 
 
-def _succeeded(target: Target, started_at: str, started: float, progress: TargetProgress, answer: GraphAnswer) -> TargetResult:
+def _succeeded(
+    target: Target, started_at: str, started: float, progress: TargetProgress, answer: GraphAnswer
+) -> TargetResult:
     return _result(target, "succeeded", started_at, started, progress, answer.status, None)
 
 
-def _failed(target: Target, started_at: str, started: float, progress: TargetProgress, status: int | None, code: str, message: str) -> TargetResult:
-    return _result(target, "failed", started_at, started, progress, status, {"code": code, "message": message})
+def _failed(
+    target: Target,
+    started_at: str,
+    started: float,
+    progress: TargetProgress,
+    status: int | None,
+    code: str,
+    message: str,
+) -> TargetResult:
+    return _result(
+        target, "failed", started_at, started, progress, status, {"code": code, "message": message}
+    )
 
 
-def _cancelled(target: Target, started_at: str | None, progress: TargetProgress, message: str, started: float | None = None) -> TargetResult:
+def _cancelled(
+    target: Target,
+    started_at: str | None,
+    progress: TargetProgress,
+    message: str,
+    started: float | None = None,
+) -> TargetResult:
     error = {"code": "cancelled", "message": message}
-    return _result(target, "cancelled", started_at, started, progress, progress.statuses[-1] if progress.statuses else None, error)
+    return _result(
+        target,
+        "cancelled",
+        started_at,
+        started,
+        progress,
+        progress.statuses[-1] if progress.statuses else None,
+        error,
+    )
 
 
 def _result(
@@ -291,6 +356,11 @@ def _log_outcome(result: TargetResult) -> None:
     if result.status == "succeeded":
         log.info("target.completed", **fields)
     elif result.status == "failed" and result.error is not None:
-        log.error("target.failed", graph_error_code=result.error["code"], error=result.error["message"], **fields)
+        log.error(
+            "target.failed",
+            graph_error_code=result.error["code"],
+            error=result.error["message"],
+            **fields,
+        )
     else:
         log.warning(f"target.{result.status}", **fields)
