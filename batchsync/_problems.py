@@ -8,6 +8,7 @@ value found and, where one is close, the name the user probably meant.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -119,13 +120,25 @@ def _message(kind: str, location: Location, error: ErrorDetails) -> str:
     if kind in _TYPE_NAMES:
         return f"must be {_TYPE_NAMES[kind]}; got {_describe(found)}"
     if kind == "literal_error":
-        expected = error.get("ctx", {}).get("expected", "")
-        hint = suggest(str(found), [c.strip(" '") for c in str(expected).split(",")])
-        return f"must be one of {expected}; got {_describe(found)}{hint}"
+        expected = str(error.get("ctx", {}).get("expected", ""))
+        return f"must be one of {expected}; got {_describe(found)}{_literal_hint(found, expected)}"
     if kind == "value_error":
         return str(error.get("ctx", {}).get("error", error["msg"]))
 
     return f"{error['msg'][0].lower()}{error['msg'][1:]}; got {_describe(found)}"
+
+
+def _literal_hint(found: Any, expected: str) -> str:
+    # Pydantic lists the choices as "'global', 'usgov' or 'custom'", quoting only strings.
+    if not isinstance(found, str):
+        return ""
+    quoted = re.findall(r"'([^']*)'", expected)
+    if quoted:
+        return suggest(found, quoted)
+    if found in re.split(r",\s*|\s+or\s+", expected):
+        return "; write it without quotes"
+
+    return ""
 
 
 class _Opaque(str):

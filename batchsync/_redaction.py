@@ -99,6 +99,7 @@ def _redact_value(key: str, value: Any) -> Any:
     return value
 
 
-def _known_values() -> Iterator[str]:
-    yield from _permanent
-    yield from _in_flight
+def _known_values() -> list[str]:
+    # Replace longer values first. A value contained in a longer one, replaced first, would leave
+    # the rest of the longer one visible.
+    return sorted({*_permanent, *_in_flight}, key=len, reverse=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from batchsync.clouds import CloudName, is_loopback_url
 
@@ -75,6 +75,19 @@ def _name(value: str) -> str:
     return value
 
 
+def _version(value: Any) -> Any:
+    # Literal[1] alone accepts true and 1.0, even in strict mode, because both compare equal to 1.
+    # Pydantic reports only ValueError as a validation error, hence no TypeError (TRY004).
+    if isinstance(value, bool):
+        msg = f"must be the integer 1; got the boolean {str(value).lower()}"
+        raise ValueError(msg)  # noqa: TRY004
+    if isinstance(value, float):
+        msg = f"must be the integer 1; got the number {value}"
+        raise ValueError(msg)  # noqa: TRY004
+
+    return value
+
+
 def _url(value: str) -> str:
     lowered = value.lower()
     if lowered.startswith("https://"):
@@ -92,6 +105,7 @@ Guid = Annotated[str, AfterValidator(_guid)]
 Tenant = Annotated[str, AfterValidator(_tenant)]
 Name = Annotated[str, Field(max_length=256), AfterValidator(_name)]
 Url = Annotated[str, AfterValidator(_url)]
+Version = Annotated[Literal[1], BeforeValidator(_version)]
 
 
 class _Strict(BaseModel):
@@ -202,7 +216,7 @@ class TargetModel(_Strict):
 class ManifestModel(_Strict):
     """Everything in a manifest except ``targets``, which are validated one by one."""
 
-    version: Literal[1]
+    version: Version
     tenant: Tenant
     cloud: CloudName = "global"
     endpoints: EndpointsModel | None = None

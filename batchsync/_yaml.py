@@ -22,6 +22,12 @@ except AttributeError:  # PyYAML built without libyaml
     _Loader = yaml.SafeLoader
 
 _STR_TAG = "tag:yaml.org,2002:str"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_MAP_TAG = "tag:yaml.org,2002:map"
+
+# A manifest nests five levels deep. The converter recurses once per level, so without a cap a
+# file nested a few hundred levels deep would end in RecursionError instead of a located problem.
+MAX_DEPTH = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +55,8 @@ class Document:
     def position(self, path: Sequence[str | int]) -> tuple[int, int]:
         """Return the 1-based line and column of the value at ``path``, or of its nearest parent.
 
-        A path segment may also name a mapping key, which locates the key itself: an unknown key
-        is reported where the key is written, not where its value starts.
+        A string segment selects the value under that mapping key. Use :meth:`key_position` to
+        locate the key itself.
         """
         node = self.root
         for segment in path:
@@ -140,20 +146,24 @@ class _Converter:
         self._seen: set[int] = set()
         self._constructor = yaml.constructor.SafeConstructor()
 
-    def convert(self, node: yaml.Node) -> Any:
+    def convert(self, node: yaml.Node, depth: int = 0) -> Any:
+        if depth > MAX_DEPTH:
+            raise _Problem(_at(node, f"nested more than {MAX_DEPTH} levels deep"))
         if id(node) in self._seen:
             raise _Problem(_at(node, "anchors and aliases (& and *) are not allowed in a manifest"))
         self._seen.add(id(node))
         if isinstance(node, yaml.ScalarNode):
             return self._scalar(node)
         if isinstance(node, yaml.SequenceNode):
-            return [self.convert(item) for item in node.value]
+            if node.tag != _SEQ_TAG:
+                raise _Problem(_at(node, f"unsupported YAML tag {_short(node.tag)} on a list"))
+            return [self.convert(item, depth + 1) for item in node.value]
 
-        return self._mapping(node)
+        return self._mapping(node, depth)
 
-    def _mapping(self, node: yaml.Node) -> dict[Any, Any]:
-        if node.tag == "tag:yaml.org,2002:merge" or not isinstance(node, yaml.MappingNode):
-            raise _Problem(_at(node, f"unsupported YAML node {node.tag}"))
+    def _mapping(self, node: yaml.Node, depth: int) -> dict[Any, Any]:
+        if node.tag != _MAP_TAG or not isinstance(node, yaml.MappingNode):
+            raise _Problem(_at(node, f"unsupported YAML tag {_short(node.tag)} on a mapping"))
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             if (
@@ -164,7 +174,7 @@ class _Converter:
             key = key_node.value
             if key in result:
                 raise _Problem(_at(key_node, f'duplicate key "{key}"; remove one of them'))
-            result[key] = self.convert(value_node)
+            result[key] = self.convert(value_node, depth + 1)
 
         return result
 
@@ -175,6 +185,15 @@ class _Converter:
             return self._constructor.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError as exc:
             raise _Problem(_at(node, f"invalid value: {exc.problem}")) from None
+        except (ValueError, KeyError, AttributeError):
+            # PyYAML's constructors fail with plain errors on a scalar that matches a type's pattern
+            # but not its range (2024-13-45) or that carries an explicit tag (!!bool maybe).
+            message = f"invalid {_short(node.tag)} value; quote it if it is meant as a string"
+            raise _Problem(_at(node, message)) from None
+
+
+def _short(tag: str) -> str:
+    return tag.replace("tag:yaml.org,2002:", "!!")
 
 
 def _at(node: yaml.Node, message: str) -> YamlProblem:

@@ -100,7 +100,8 @@ class AuthError(BatchsyncError):
         self.error_codes = error_codes
         self.correlation_id = correlation_id
         first_line = description.strip().splitlines()[0] if description.strip() else ""
-        super().__init__(f"authentication failed: {error}: {first_line}".rstrip(": "))
+        parts = [part for part in ("authentication failed", error, first_line) if part]
+        super().__init__(": ".join(parts))
 
     @property
     def aadsts_code(self) -> str | None:

@@ -263,7 +263,10 @@ class _Validator:
         try:
             resolve(reference)
         except CredentialError as exc:
-            self._problem(location, str(exc), (*location, reference.kind))
+            # The field path already names the reference, so the message starts at the reason.
+            at = (*location, reference.kind)
+            message = f"{exc.reason}; {exc.fix}" if exc.fix else exc.reason
+            self._problem(at, message, at)
             return
         if reference.kind == "file" and file_is_shared(reference):
             self._warn(location, f"file {reference.path} is readable by other users; chmod 600 it")
