@@ -65,17 +65,21 @@ def build_client_application(auth: AuthSettings, endpoints: Endpoints, tenant: s
         combined_ca_file(endpoints.ca_bundle), TOKEN_REQUEST_TIMEOUT_SECONDS
     )
     known_host = not is_loopback_url(endpoints.login) and endpoints.ca_bundle is None
-    return call_msal(
-        msal.ConfidentialClientApplication,
-        auth.client_id,
-        client_credential=credential,
-        authority=f"{endpoints.login.rstrip('/')}/{tenant}",
-        http_client=session,
-        # Instance discovery asks login.microsoftonline.com about the authority host, which a
-        # custom endpoint (a private proxy, the emulator) must not depend on.
-        instance_discovery=known_host,
-        app_name="batchsync",
-    )
+    try:
+        return call_msal(
+            msal.ConfidentialClientApplication,
+            auth.client_id,
+            client_credential=credential,
+            authority=f"{endpoints.login.rstrip('/')}/{tenant}",
+            http_client=session,
+            # Instance discovery asks login.microsoftonline.com about the authority host, which
+            # a custom endpoint (a private proxy, the emulator) must not depend on.
+            instance_discovery=known_host,
+            app_name="batchsync",
+        )
+    except AuthError:
+        session.close()
+        raise
 
 
 def _client_credential(auth: AuthSettings) -> Any:
@@ -186,9 +190,13 @@ class TokenProvider:
 
         return AccessToken(Secret(value), now + lifetime, now + lifetime - margin, self._generation)
 
+    def close(self) -> None:
+        """Close MSAL's HTTP session and its pooled connections."""
+        self._application.http_client.close()
+
     def _drop_cached_tokens(self) -> None:
         cache = self._application.token_cache
-        for entry in cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN):
+        for entry in list(cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN)):
             cache.remove_at(entry)
 
 

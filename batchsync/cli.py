@@ -20,7 +20,9 @@ from batchsync.errors import ManifestError, ReportError
 from batchsync.job import EXIT_USAGE, JobOptions, run_job
 from batchsync.log import configure_logging, get_logger
 from batchsync.manifest import Manifest, load_manifest
+from batchsync.merge import dumps_summary, format_merged, merge_reports
 from batchsync.report import default_report_path
+from batchsync.shard import parse_shard
 
 __all__ = ["main"]
 
@@ -39,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         exit_code: int = emulator_main(args.emulator_args)
         return exit_code
+    if args.command == "report":
+        return _merge(args)
     configure_logging(
         level=logging.DEBUG if args.verbose else logging.INFO, log_format=args.log_format
     )
@@ -80,6 +84,17 @@ def _parser() -> argparse.ArgumentParser:
         help="on SIGTERM/SIGINT, how long calls in flight may finish (default 20)",
     )
     run.add_argument(
+        "--resume",
+        type=Path,
+        metavar="REPORT",
+        help="skip targets that REPORT shows succeeded (or skipped); run the rest",
+    )
+    run.add_argument(
+        "--shard",
+        metavar="INDEX/COUNT",
+        help="run only this shard of the targets, such as 0/4; auto/4 reads JOB_COMPLETION_INDEX",
+    )
+    run.add_argument(
         "--emulator",
         action="store_true",
         help="start the bundled Graph emulator on loopback and run against it",
@@ -94,6 +109,15 @@ def _parser() -> argparse.ArgumentParser:
         "validate", help="check a manifest and that every reference resolves; calls nothing"
     )
     _add_common(validate)
+    report = commands.add_parser("report", help="work with reports")
+    report_commands = report.add_subparsers(dest="report_command", metavar="COMMAND", required=True)
+    merge = report_commands.add_parser(
+        "merge", help="combine the reports of a sharded run into one summary"
+    )
+    merge.add_argument("reports", type=Path, nargs="+", metavar="REPORT")
+    merge.add_argument(
+        "--output", type=Path, metavar="PATH", help="also write the merged summary (JSON) to PATH"
+    )
     emulator = commands.add_parser(
         "emulator", help="run the Graph emulator standalone on loopback", add_help=False
     )
@@ -164,11 +188,18 @@ def _run(args: argparse.Namespace) -> int:
     manifest = _load(args.manifest)
     if manifest is None:
         return EXIT_USAGE
+    try:
+        shard = parse_shard(args.shard) if args.shard else None
+    except ValueError as exc:
+        print(f"batchsync: --shard: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     options = JobOptions(
-        report_path=args.report or default_report_path(),
+        report_path=args.report or default_report_path(shard=shard),
         concurrency=args.concurrency,
         rate=args.rate,
         grace_seconds=args.grace_seconds,
+        resume_from=args.resume,
+        shard=shard,
     )
     try:
         if args.emulator:
@@ -177,6 +208,19 @@ def _run(args: argparse.Namespace) -> int:
     except ReportError as exc:
         print(f"batchsync: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _merge(args: argparse.Namespace) -> int:
+    try:
+        merged = merge_reports(args.reports)
+    except ReportError as exc:
+        print(f"batchsync: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(format_merged(merged))
+    if args.output is not None:
+        args.output.write_text(dumps_summary(merged) + "\n", encoding="utf-8")
+
+    return merged.exit_code
 
 
 async def _run_emulated(manifest: Manifest, options: JobOptions, scenario: Path | None) -> int:

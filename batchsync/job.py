@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import signal
 import sys
 import uuid
@@ -30,8 +29,10 @@ from batchsync.log import get_logger
 from batchsync.manifest import Manifest, Target
 from batchsync.ratelimit import RateLimiter
 from batchsync.report import ReportWriter, TargetResult, utc_now
+from batchsync.report_reader import read_report
 from batchsync.retry import RetryPolicy
 from batchsync.runner import Runner, RunTotals, log_retry
+from batchsync.shard import Shard
 
 __all__ = ["EXIT_AUTH", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "JobOptions", "run_job"]
 
@@ -53,6 +54,8 @@ class JobOptions:
     rate: float | None = None
     grace_seconds: float = 20.0
     adaptive_rate: bool = True
+    resume_from: Path | None = None
+    shard: Shard | None = None
 
 
 class _Signals:
@@ -93,33 +96,72 @@ class _Signals:
 
 
 async def run_job(manifest: Manifest, options: JobOptions, *, out: TextIO = sys.stdout) -> int:
-    """Run every target of ``manifest``; return the process exit code.
+    """Run the targets of ``manifest`` (those of ``options.shard``); return the exit code.
 
     Raises:
-        ReportError: the report cannot be created; nothing was called.
+        ReportError: the report cannot be created, or the report to resume from cannot be read;
+            nothing was called.
     """
-    limits = manifest.limits
-    concurrency = options.concurrency or limits.concurrency
-    rate = options.rate or limits.requests_per_second
+    targets = list(options.shard.select(manifest.targets)) if options.shard else manifest.targets
+    done = (
+        frozenset(read_report(options.resume_from).done()) if options.resume_from else frozenset()
+    )
     report = ReportWriter(options.report_path)
-    report.open(expected_targets=len(manifest.targets))
-    run_id = str(uuid.uuid4())
+    report.open(expected_targets=len(targets))
     try:
-        report.write_run(_run_fields(manifest, run_id))
+        return await _Job(manifest, options, report, targets, done, out).run()
+    finally:
+        report.close()
+
+
+class _Job:
+    """One run of a manifest: the steps of :func:`run_job` once the report is open."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        options: JobOptions,
+        report: ReportWriter,
+        targets: list[Target],
+        done: frozenset[tuple[str, str]],
+        out: TextIO,
+    ) -> None:
+        self.manifest = manifest
+        self.options = options
+        self.report = report
+        self.targets = targets
+        self.done = done
+        self.out = out
+        self.run_id = str(uuid.uuid4())
+        self.concurrency = options.concurrency or manifest.limits.concurrency
+        self.rate = options.rate or manifest.limits.requests_per_second
+
+    async def run(self) -> int:
+        self.report.write_run(self._run_fields())
         log.info(
             "run.started",
-            run_id=run_id,
-            targets=len(manifest.targets),
-            concurrency=concurrency,
-            rate=rate,
-            report=str(report.path),
+            run_id=self.run_id,
+            targets=len(self.targets),
+            concurrency=self.concurrency,
+            rate=self.rate,
+            report=str(self.report.path),
         )
+        # A resumed run with nothing left to do signs in to nothing and calls nothing.
+        if all((t.name, t.object_id) in self.done for t in self.targets):
+            return await self._run_targets(None)
         try:
-            tokens = await _sign_in(manifest)
+            tokens = await _sign_in(self.manifest)
         except (AuthError, CredentialError) as exc:
-            return _auth_failed(manifest, report, run_id, exc, out)
+            return _auth_failed(self.targets, self.report, self.run_id, exc, self.out)
+        try:
+            return await self._run_targets(tokens)
+        finally:
+            tokens.close()
+
+    async def _run_targets(self, tokens: TokenProvider | None) -> int:
+        limits = self.manifest.limits
         limiter = RateLimiter(
-            rate, limits.burst or max(1, concurrency), adaptive=options.adaptive_rate
+            self.rate, limits.burst or self.concurrency, adaptive=self.options.adaptive_rate
         )
         policy = RetryPolicy(
             max_attempts=limits.max_attempts,
@@ -129,23 +171,38 @@ async def run_job(manifest: Manifest, options: JobOptions, *, out: TextIO = sys.
             backoff_max_seconds=limits.backoff_max_seconds,
             on_retry=log_retry,
         )
-        async with _session(manifest, concurrency) as session:
-            graph = GraphClient(session, manifest.endpoints.graph, manifest.api_version)
+        async with _session(self.manifest, self.concurrency) as session:
+            graph = GraphClient(session, self.manifest.endpoints.graph, self.manifest.api_version)
             runner = Runner(
                 graph=graph,
                 tokens=tokens,
                 limiter=limiter,
                 policy=policy,
-                report=report,
-                concurrency=concurrency,
+                report=self.report,
+                concurrency=self.concurrency,
+                done=self.done,
             )
-            signals = _Signals(runner, options.grace_seconds)
-            task = asyncio.create_task(runner.run(manifest.targets))
+            signals = _Signals(runner, self.options.grace_seconds)
+            task = asyncio.create_task(runner.run(self.targets))
             with signals.installed(task):
                 totals = await _wait_for(task, runner)
-        return _finish(report, run_id, totals, limiter, signals.received, out)
-    finally:
-        report.close()
+
+        return _finish(self.report, self.run_id, totals, limiter, signals.received, self.out)
+
+    def _run_fields(self) -> dict[str, object]:
+        manifest = self.manifest
+        return {
+            "run_id": self.run_id,
+            "started_at": utc_now(),
+            "manifest": str(manifest.path),
+            "manifest_sha256": manifest.sha256,
+            "batchsync_version": __version__,
+            "tenant": manifest.tenant,
+            "cloud": manifest.cloud,
+            "targets": len(self.targets),
+            "shard": str(self.options.shard) if self.options.shard else None,
+            "resumed_from": str(self.options.resume_from) if self.options.resume_from else None,
+        }
 
 
 async def _wait_for(task: asyncio.Task[RunTotals], runner: Runner) -> RunTotals:
@@ -162,7 +219,11 @@ async def _sign_in(manifest: Manifest) -> TokenProvider:
         build_client_application, manifest.auth, manifest.endpoints, manifest.tenant
     )
     tokens = TokenProvider(application, manifest.endpoints.scope)
-    await tokens.get()
+    try:
+        await tokens.get()
+    except AuthError:
+        tokens.close()
+        raise
 
     return tokens
 
@@ -184,26 +245,13 @@ async def _session(manifest: Manifest, concurrency: int) -> AsyncIterator[aiohtt
         yield session
 
 
-def _run_fields(manifest: Manifest, run_id: str) -> dict[str, object]:
-    return {
-        "run_id": run_id,
-        "started_at": utc_now(),
-        "manifest": str(manifest.path),
-        "manifest_sha256": manifest.sha256,
-        "batchsync_version": __version__,
-        "tenant": manifest.tenant,
-        "cloud": manifest.cloud,
-        "targets": len(manifest.targets),
-    }
-
-
 def _auth_failed(
-    manifest: Manifest, report: ReportWriter, run_id: str, exc: Exception, out: TextIO
+    targets: list[Target], report: ReportWriter, run_id: str, exc: Exception, out: TextIO
 ) -> int:
     code = exc.aadsts_code or exc.error if isinstance(exc, AuthError) else "credential_error"
     log.error("auth.failed", error=str(exc), aadsts=code)
     totals = RunTotals()
-    for target in manifest.targets:
+    for target in targets:
         report.write_target(_not_started(target, {"code": code, "message": str(exc)}))
         totals.counts["cancelled"] += 1
     report.write_summary(_summary_fields(run_id, totals, None, EXIT_AUTH, interrupted=False))
@@ -282,8 +330,3 @@ def _print_summary(path: Path, totals: RunTotals, limiter: RateLimiter, out: Tex
         file=out,
     )
     print(f"  report: {path}", file=out)
-
-
-def with_overrides(manifest: Manifest, **changes: object) -> Manifest:
-    """Return a copy of ``manifest`` with some fields replaced (endpoints, auth, targets)."""
-    return dataclasses.replace(manifest, **changes)  # type: ignore[arg-type]

@@ -32,11 +32,15 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def default_report_path(directory: Path = Path("reports")) -> Path:
-    """Return ``reports/batchsync-<UTC timestamp>.jsonl``."""
+def default_report_path(directory: Path = Path("reports"), *, shard: object = None) -> Path:
+    """Return ``reports/batchsync-<UTC timestamp>.jsonl``, with ``-shard-I-of-N`` for a shard."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    suffix = ""
+    if shard is not None:
+        index, count = str(shard).split("/")
+        suffix = f"-shard-{index}-of-{count}"
 
-    return directory / f"batchsync-{stamp}.jsonl"
+    return directory / f"batchsync-{stamp}{suffix}.jsonl"
 
 
 @dataclass(frozen=True, slots=True)

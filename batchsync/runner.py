@@ -10,6 +10,7 @@ of targets. The call path is layered one concern per method::
             └── _with_rate_limit   the run's shared rate limit and cooperative pause
                 └── GraphClient.post_acquire_access_token   one HTTP request
 
+Targets that an earlier report shows as done (``--resume``) get a ``skipped`` line and no call.
 When the run is stopped (:meth:`Runner.stop`), workers take no new target, and every target not
 finished gets a ``cancelled`` line, so the report always has exactly one line per target.
 """
@@ -73,11 +74,12 @@ class Runner:
         self,
         *,
         graph: GraphClient,
-        tokens: TokenProvider,
+        tokens: TokenProvider | None,
         limiter: RateLimiter,
         policy: RetryPolicy,
         report: ReportWriter,
         concurrency: int,
+        done: frozenset[tuple[str, str]] = frozenset(),
     ) -> None:
         self._graph = graph
         self._tokens = tokens
@@ -85,6 +87,7 @@ class Runner:
         self._policy = policy
         self._report = report
         self._concurrency = concurrency
+        self._done = done
         self._stopping = asyncio.Event()
         self.totals = RunTotals()
 
@@ -120,6 +123,9 @@ class Runner:
 
     async def _worker(self, pending: Iterator[Target]) -> None:
         for target in pending:
+            if (target.name, target.object_id) in self._done:
+                self._write(_skipped(target))
+                continue
             if self.stopping:
                 self._write(
                     _cancelled(
@@ -183,13 +189,17 @@ class Runner:
     async def _with_token(
         self, target: Target, body: bytes, progress: TargetProgress
     ) -> GraphAnswer:
-        token = await self._tokens.get()
+        tokens = self._tokens
+        if tokens is None:
+            message = "the run did not sign in because every target was already done"
+            raise AuthError("not_signed_in", message)
+        token = await tokens.get()
         try:
             return await self._with_rate_limit(target, body, token, progress)
         except GraphResponseError as exc:
             if exc.status != 401:
                 raise
-            renewed = await self._tokens.renew_after_rejection(token)
+            renewed = await tokens.renew_after_rejection(token)
             if renewed is None:
                 raise _unauthorized(exc) from None
         try:
@@ -297,6 +307,10 @@ def _failed(
     return _result(
         target, "failed", started_at, started, progress, status, {"code": code, "message": message}
     )
+
+
+def _skipped(target: Target) -> TargetResult:
+    return _result(target, "skipped", None, None, TargetProgress(), None, None)
 
 
 def _cancelled(

@@ -12,6 +12,7 @@ from batchsync.job import EXIT_AUTH, EXIT_FAILED, EXIT_OK
 
 from .conftest import (
     CANARY_CLIENT_ID,
+    CLIENT_ID,
     CANARY_SECRET,
     CLIENT_SECRET,
     MISSING_ID,
@@ -102,7 +103,8 @@ class TestSuccessfulRun:
 
         assert records[0]["record"] == "run"
         assert set(records[0]) == {"record", "run_id", "started_at", "manifest", "manifest_sha256",
-                                   "batchsync_version", "tenant", "cloud", "targets"}  # fmt: skip
+                                   "batchsync_version", "tenant", "cloud", "targets", "shard",
+                                   "resumed_from"}  # fmt: skip
         assert records[0]["targets"] == 2
         assert len(records[0]["manifest_sha256"]) == 64
         target = records[1]
@@ -198,17 +200,28 @@ class TestAuthentication:
     """Sign-in failures stop the run before any Graph call, with exit code 3."""
 
     @pytest.mark.parametrize(
-        ("override", "aadsts"),
+        ("auth", "aadsts"),
         [
-            ({"auth": {"client_secret": {"value": "wrong-secret-value"}}}, "AADSTS7000215"),
-            ({"auth": {"client_id": "11111111-2222-4333-8444-555555555555"}}, "AADSTS700016"),
+            (
+                {"client_id": CLIENT_ID, "client_secret": {"value": "wrong-secret-value"}},
+                "AADSTS7000215",
+            ),
+            (
+                {
+                    "client_id": "11111111-2222-4333-8444-555555555555",
+                    "client_secret": {"env": "BATCHSYNC_TEST_CLIENT_SECRET"},
+                },
+                "AADSTS700016",
+            ),
         ],
         ids=["wrong-secret", "unknown-app"],
     )
-    async def test_auth_failure_exits_3(self, start_emulator, run, override, aadsts):
+    async def test_auth_failure_exits_3(self, start_emulator, run, auth, aadsts):
         """A refused sign-in exits 3, names the AADSTS code, and calls no target."""
         emulator = await start_emulator()
-        result = await run(manifest_for(emulator, [sp_target(1), sp_target(2)], **override))
+        manifest = manifest_for(emulator, [sp_target(1), sp_target(2)])
+        manifest["auth"] = auth
+        result = await run(manifest)
 
         assert result.exit_code == EXIT_AUTH
         assert aadsts in result.stdout
