@@ -12,6 +12,7 @@ import asyncio
 import logging
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,16 +32,18 @@ log = get_logger(__name__)
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["emulator"]:
+        # The emulator has its own parser; argparse's REMAINDER would drop leading options.
+        from batchsync.emulator.cli import main as emulator_main
+
+        exit_code: int = emulator_main(arguments[1:])
+        return exit_code
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    if args.command == "emulator":
-        from batchsync.emulator.cli import main as emulator_main
-
-        exit_code: int = emulator_main(args.emulator_args)
-        return exit_code
     if args.command == "report":
         return _merge(args)
     configure_logging(
@@ -155,9 +158,9 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _load(path: Path) -> Manifest | None:
+def _load(path: Path, *, check_auth: bool = True) -> Manifest | None:
     try:
-        manifest = load_manifest(path)
+        manifest = load_manifest(path, check_auth=check_auth)
     except ManifestError as exc:
         print(f"batchsync: {exc}", file=sys.stderr)
         return None
@@ -171,21 +174,28 @@ def _validate(args: argparse.Namespace) -> int:
     manifest = _load(args.manifest)
     if manifest is None:
         return EXIT_USAGE
-    kinds = {
-        kind: sum(1 for t in manifest.targets if t.kind == kind)
-        for kind in ("servicePrincipal", "application")
-    }
+    kinds: Counter[str] = Counter(target.kind for target in manifest.targets)
+    counts = ", ".join(
+        _plural(kinds[kind], noun) for kind, noun in _KIND_NOUNS.items() if kinds[kind]
+    )
     print(
-        f"{args.manifest}: valid: {len(manifest.targets)} targets "
-        f"({kinds['servicePrincipal']} service principals, {kinds['application']} applications), "
+        f"{args.manifest}: valid: {_plural(len(manifest.targets), 'target')} ({counts}), "
         f"cloud {manifest.cloud}, tenant {manifest.tenant}; every reference resolves"
     )
 
     return 0
 
 
+_KIND_NOUNS = {"servicePrincipal": "service principal", "application": "application"}
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def _run(args: argparse.Namespace) -> int:
-    manifest = _load(args.manifest)
+    # With --emulator the sign-in credentials come from the emulator, not the manifest.
+    manifest = _load(args.manifest, check_auth=not args.emulator)
     if manifest is None:
         return EXIT_USAGE
     try:
