@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 import aiohttp
+import structlog
 
 from batchsync._tls import ssl_context
 from batchsync._version import __version__
@@ -137,10 +138,14 @@ class _Job:
         self.rate = options.rate or manifest.limits.requests_per_second
 
     async def run(self) -> int:
+        # Every event of the run carries its run_id, so a log store can group a run's events.
+        with structlog.contextvars.bound_contextvars(run_id=self.run_id):
+            return await self._run()
+
+    async def _run(self) -> int:
         self.report.write_run(self._run_fields())
         log.info(
             "run.started",
-            run_id=self.run_id,
             targets=len(self.targets),
             concurrency=self.concurrency,
             rate=self.rate,
@@ -279,7 +284,7 @@ def _finish(
     report.write_summary(
         _summary_fields(run_id, totals, limiter, exit_code, interrupted=received is not None)
     )
-    log.info("run.finished", run_id=run_id, exit_code=exit_code, **dict(totals.counts))
+    log.info("run.finished", exit_code=exit_code, **dict(totals.counts))
     _print_summary(report.path, totals, limiter, out)
 
     return exit_code
