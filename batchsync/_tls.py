@@ -61,8 +61,8 @@ class PinnedVerifySession(requests.Session):
 
     def merge_environment_settings(
         self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
-    ) -> dict[str, Any]:
-        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+    ) -> Any:
+        settings: Any = super().merge_environment_settings(url, proxies, stream, verify, cert)
         if verify is None or verify is True:
             settings["verify"] = self.verify
 
