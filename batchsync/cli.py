@@ -87,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
         help="on SIGTERM/SIGINT, how long calls in flight may finish (default 20)",
     )
     run.add_argument(
+        "--fixed-rate",
+        action="store_true",
+        help="keep the rate at its configured value instead of adapting to Graph's throttling",
+    )
+    run.add_argument(
         "--resume",
         type=Path,
         metavar="REPORT",
@@ -208,6 +213,7 @@ def _run(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         rate=args.rate,
         grace_seconds=args.grace_seconds,
+        adaptive_rate=not args.fixed_rate,
         resume_from=args.resume,
         shard=shard,
     )

@@ -6,14 +6,16 @@ a background refill task), counts every attempt (retries included), and pauses e
 only the one that was told, when Graph sends ``Retry-After``.
 
 It also adapts: the configured rate is a ceiling. Graph's ``x-ms-throttle-limit-percentage``
-header (sent once usage passes 80% of a limit) lowers the rate before the first 429, a 429 lowers
-it further, and calls answered without that header raise it again gradually. The steady state sits
-just under the server's limit instead of oscillating across it.
+header (sent once usage passes 80% of a limit) lowers the rate while usage still rises, before the
+first 429; a 429 halves it; calls answered without the header raise it again, quickly far below
+the rate that last caused pressure and slowly near it. The constants were tuned with
+``benchmarks/simulate_throttling.py``; ``benchmarks/BENCHMARKS.md`` has the measured results.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -22,13 +24,21 @@ __all__ = ["RateLimiter", "RateStats"]
 
 # Lowest rate the adaptation may reach, as a fraction of the configured one; keeps a run moving.
 MIN_RATE_FRACTION = 1 / 200
-# Usage above which the rate goes down, and by how much per adjustment at full usage.
-PRESSURE_THRESHOLD = 0.9
-PRESSURE_DECREASE = 0.15
-# Decrease on a 429: the rate that caused it was too high by an unknown amount.
+# Growth per second without pressure: fast while far below the rate that last caused pressure,
+# slow (a fraction of that rate per second) near it.
+FAST_GROWTH_PER_SECOND = 1.0
+SLOW_GROWTH_PER_SECOND = 0.1
+FAST_GROWTH_LIMIT = 0.9
+# Usage above which the rate is cut, and the cut. Cuts are at most one per reaction window, so
+# the answers to requests sent before a cut do not cut again.
+PRESSURE_USAGE = 0.85
+PRESSURE_DECREASE = 0.2
+# Usage at which the rate is cut even when it is not rising: the next few calls will be throttled.
+URGENT_USAGE = 0.98
+REACTION_SECONDS = 0.1
+# Decrease on a 429, applied once per cool-down however many workers see one.
 THROTTLED_DECREASE = 0.5
-# Relative increase per adjustment while Graph shows no pressure.
-RECOVERY_INCREASE = 0.02
+THROTTLED_COOLDOWN_SECONDS = 1.0
 
 
 @dataclass(slots=True)
@@ -66,6 +76,10 @@ class RateLimiter:
         self._theoretical_arrival = clock()
         self._paused_until = 0.0
         self._last_adjustment = clock()
+        self._throttled_until = -math.inf
+        self._cut_until = -math.inf
+        self._pressure_rate = math.inf
+        self._last_usage: float | None = None
 
     @property
     def paused_until(self) -> float:
@@ -100,19 +114,48 @@ class RateLimiter:
         self._theoretical_arrival = max(self._theoretical_arrival, until + tolerance)
 
     def on_throttled(self) -> None:
-        """Lower the rate after a 429."""
-        if self.adaptive:
-            self._set_rate(self.rate * (1 - THROTTLED_DECREASE))
+        """Lower the rate after a 429; the 429s of requests already in flight count once."""
+        now = self._clock()
+        if not self.adaptive or now < self._throttled_until:
+            return
+        self._throttled_until = now + THROTTLED_COOLDOWN_SECONDS
+        self._cut(now, THROTTLED_DECREASE)
+        # A 429 means the limit is somewhere below the old rate: grow back only slowly from here.
+        self._pressure_rate = self.rate
 
     def on_response(self, limit_percentage: float | None) -> None:
-        """Adapt to one answered call; ``limit_percentage`` is Graph's header as a fraction."""
-        if not self.adaptive or not self._adjustment_due():
+        """Adapt to one answered call; ``limit_percentage`` is Graph's header as a fraction.
+
+        Graph sends the header only above 80% usage. Above :data:`PRESSURE_USAGE` the rate is
+        cut; without the header it grows back, quickly while well below the rate that last
+        caused pressure and slowly near it, so that it spends its time just under the limit.
+        """
+        if not self.adaptive:
             return
-        if limit_percentage is not None and limit_percentage >= PRESSURE_THRESHOLD:
-            excess = min(1.0, (limit_percentage - PRESSURE_THRESHOLD) / (1 - PRESSURE_THRESHOLD))
-            self._set_rate(self.rate * (1 - PRESSURE_DECREASE * max(excess, 0.2)))
-        elif limit_percentage is None:
-            self._set_rate(self.rate * (1 + RECOVERY_INCREASE))
+        now = self._clock()
+        elapsed = min(1.0, max(0.0, now - self._last_adjustment))
+        self._last_adjustment = now
+        if limit_percentage is not None:
+            rising = self._last_usage is not None and limit_percentage > self._last_usage
+            self._last_usage = limit_percentage
+            # Cut only while usage still rises: after a cut below the limit a large bucket
+            # needs a long time to refill, and cutting again all that time would starve the run.
+            urgent = limit_percentage >= URGENT_USAGE
+            if (
+                urgent or (rising and limit_percentage >= PRESSURE_USAGE)
+            ) and now >= self._cut_until:
+                self._cut(now, PRESSURE_DECREASE)
+            return
+        self._last_usage = None
+        if self.rate < FAST_GROWTH_LIMIT * self._pressure_rate:
+            self._set_rate(self.rate * (1 + FAST_GROWTH_PER_SECOND * elapsed))
+        else:
+            self._set_rate(self.rate + SLOW_GROWTH_PER_SECOND * self._pressure_rate * elapsed)
+
+    def _cut(self, now: float, fraction: float) -> None:
+        self._pressure_rate = self.rate
+        self._cut_until = now + REACTION_SECONDS
+        self._set_rate(self.rate * (1 - fraction))
 
     def _reserve(self, now: float) -> float:
         # GCRA: a request may start once the theoretical arrival time is within the burst
@@ -125,16 +168,6 @@ class RateLimiter:
 
         # Float rounding leaves delays of 1e-13 s where the schedule means "now".
         return delay if delay > 1e-9 else 0.0
-
-    def _adjustment_due(self) -> bool:
-        # Adjust at most once per expected request interval, so the step size does not depend on
-        # how many workers answer at once.
-        now = self._clock()
-        if now - self._last_adjustment < 1 / self.rate:
-            return False
-        self._last_adjustment = now
-
-        return True
 
     def _set_rate(self, rate: float) -> None:
         self.rate = min(self.max_rate, max(self.max_rate * MIN_RATE_FRACTION, rate))
