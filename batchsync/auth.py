@@ -32,8 +32,9 @@ __all__ = ["AccessToken", "TokenProvider", "build_client_application"]
 
 log = get_logger(__name__)
 
-# Renew a token this long before it expires, or at a quarter of its lifetime when that is
-# shorter, so that a request never leaves with a token that expires on the way.
+# Renew a token this long before it expires, or at half its lifetime when that is shorter, so
+# that a request never leaves with a token that expires on the way. JWT times are whole seconds,
+# so a short-lived token may expire up to a second before its expires_in says.
 REFRESH_MARGIN_SECONDS = 300.0
 # After a forced renewal, a second 401 within this window is not the token's fault.
 FORCED_REFRESH_COOLDOWN_SECONDS = 60.0
@@ -185,7 +186,7 @@ class TokenProvider:
         register_secret(value)
         now = self._clock()
         lifetime = float(result.get("expires_in", 3599))
-        margin = min(REFRESH_MARGIN_SECONDS, lifetime / 4)
+        margin = min(REFRESH_MARGIN_SECONDS, lifetime / 2)
         self._generation += 1
 
         return AccessToken(Secret(value), now + lifetime, now + lifetime - margin, self._generation)
