@@ -19,9 +19,11 @@ from batchsync._schema import (
     AuthModel,
     EndpointsModel,
     LimitsModel,
+    ManagedIdentityModel,
     ManifestModel,
     ReferenceModel,
     TargetModel,
+    WorkloadIdentityModel,
 )
 from batchsync._yaml import Document
 from batchsync.errors import ManifestProblem
@@ -191,6 +193,8 @@ def _allowed_keys(location: Location) -> list[str]:
         ("auth",): AuthModel,
         ("auth", "client_secret"): ReferenceModel,
         ("auth", "certificate"): ReferenceModel,
+        ("auth", "workload_identity"): WorkloadIdentityModel,
+        ("auth", "managed_identity"): ManagedIdentityModel,
         ("limits",): LimitsModel,
         ("targets", "#"): TargetModel,
     }

@@ -16,6 +16,8 @@ from batchsync.clouds import CloudName, is_loopback_url
 __all__ = [
     "SECRET_KEYS",
     "AuthModel",
+    "ManagedIdentityModel",
+    "WorkloadIdentityModel",
     "EndpointsModel",
     "LimitsModel",
     "ManifestModel",
@@ -157,19 +159,44 @@ class EndpointsModel(_Strict):
     ca_bundle: Annotated[str, Field(min_length=1)] | None = None
 
 
-class AuthModel(_Strict):
-    """How batchsync signs in: a client secret or a certificate."""
+class WorkloadIdentityModel(_Strict):
+    """Workload identity federation: a Kubernetes service-account token as client assertion."""
 
-    client_id: Guid
+    token_file: Annotated[str, Field(min_length=1)] | None = None
+
+
+class ManagedIdentityModel(_Strict):
+    """An Azure managed identity: system-assigned, or user-assigned with ``client_id``."""
+
+    client_id: Guid | None = None
+    # The instance metadata endpoint (169.254.169.254) is used only when asked for by name.
+    imds: bool = False
+
+
+_CREDENTIAL_KINDS = ("client_secret", "certificate", "workload_identity", "managed_identity")
+
+
+class AuthModel(_Strict):
+    """How batchsync signs in: a client secret, a certificate, workload identity or managed identity."""
+
+    client_id: Guid | None = None
     client_secret: ReferenceModel | None = None
     certificate: ReferenceModel | None = None
+    workload_identity: WorkloadIdentityModel | None = None
+    managed_identity: ManagedIdentityModel | None = None
 
     @model_validator(mode="after")
     def _one_credential(self) -> AuthModel:
-        given = [name for name in ("client_secret", "certificate") if getattr(self, name)]
+        given = [name for name in _CREDENTIAL_KINDS if getattr(self, name) is not None]
         if len(given) != 1:
-            found = " and ".join(given) if given else "neither"
-            msg = f"give exactly one of client_secret or certificate; found {found}"
+            found = " and ".join(given) if given else "none"
+            msg = f"give exactly one of {', '.join(_CREDENTIAL_KINDS)}; found {found}"
+            raise ValueError(msg)
+        if given[0] in ("client_secret", "certificate") and self.client_id is None:
+            msg = f"client_id is required with {given[0]}"
+            raise ValueError(msg)
+        if given[0] == "managed_identity" and self.client_id is not None:
+            msg = "with managed_identity, give a user-assigned identity as managed_identity.client_id"
             raise ValueError(msg)
 
         return self

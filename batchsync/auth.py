@@ -10,6 +10,7 @@ a hundred workers that find the token stale at once cause one token request, not
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,10 +24,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from batchsync._redaction import register_secret
 from batchsync._tls import PinnedVerifySession, combined_ca_file
 from batchsync.clouds import Endpoints, is_loopback_url
-from batchsync.credentials import Secret, resolve
+from batchsync.credentials import Reference, Secret, resolve
 from batchsync.errors import AuthError, CredentialError
 from batchsync.log import get_logger
-from batchsync.manifest import AuthSettings
+from batchsync.manifest import AuthSettings, ManagedIdentitySettings
 
 __all__ = ["AccessToken", "TokenProvider", "build_client_application"]
 
@@ -52,38 +53,103 @@ class AccessToken:
 
 
 def build_client_application(auth: AuthSettings, endpoints: Endpoints, tenant: str) -> Any:
-    """Build the MSAL ``ConfidentialClientApplication`` for ``auth``.
+    """Build the MSAL client for ``auth``: a confidential client, or a managed identity client.
 
     MSAL fetches the tenant's OpenID configuration here, so this blocks: call it in a thread.
 
     Raises:
         AuthError: the tenant is unknown or the login host cannot be reached.
-        CredentialError: the client secret or certificate reference does not resolve, or the
-            certificate file holds no usable key and certificate.
+        CredentialError: the client secret, certificate or federated token does not resolve,
+            or no client id is given for workload identity.
     """
-    credential = _client_credential(auth)
     session = PinnedVerifySession(
         combined_ca_file(endpoints.ca_bundle), TOKEN_REQUEST_TIMEOUT_SECONDS
     )
-    known_host = not is_loopback_url(endpoints.login) and endpoints.ca_bundle is None
     try:
-        return call_msal(
-            msal.ConfidentialClientApplication,
-            auth.client_id,
-            client_credential=credential,
-            authority=f"{endpoints.login.rstrip('/')}/{tenant}",
-            http_client=session,
-            # Instance discovery asks login.microsoftonline.com about the authority host, which
-            # a custom endpoint (a private proxy, the emulator) must not depend on.
-            instance_discovery=known_host,
-            app_name="batchsync",
-        )
-    except AuthError:
+        if auth.managed_identity is not None:
+            return _managed_identity_client(auth.managed_identity, session)
+        return _confidential_client(auth, endpoints, tenant, session)
+    except (AuthError, CredentialError):
         session.close()
         raise
 
 
+def _confidential_client(
+    auth: AuthSettings, endpoints: Endpoints, tenant: str, session: PinnedVerifySession
+) -> Any:
+    client_id = auth.client_id
+    if auth.workload_identity:
+        client_id = client_id or _workload_identity_client_id()
+    credential = _client_credential(auth)
+    known_host = not is_loopback_url(endpoints.login) and endpoints.ca_bundle is None
+    return call_msal(
+        msal.ConfidentialClientApplication,
+        client_id,
+        client_credential=credential,
+        authority=f"{endpoints.login.rstrip('/')}/{tenant}",
+        http_client=session,
+        # Instance discovery asks login.microsoftonline.com about the authority host, which a
+        # custom endpoint (a private proxy, the emulator) must not depend on.
+        instance_discovery=known_host,
+        app_name="batchsync",
+    )
+
+
+def _managed_identity_client(
+    settings: ManagedIdentitySettings, session: PinnedVerifySession
+) -> Any:
+    app_service = "IDENTITY_ENDPOINT" in os.environ and "IDENTITY_HEADER" in os.environ
+    if not app_service and not settings.imds:
+        # MSAL falls back to the instance metadata endpoint, 169.254.169.254. That address
+        # exists only on Azure machines, so batchsync goes there only when asked by name.
+        message = (
+            "no managed identity endpoint: IDENTITY_ENDPOINT and IDENTITY_HEADER are not set; "
+            "on an Azure VM, set managed_identity.imds: true to use the instance metadata endpoint"
+        )
+        raise AuthError("managed_identity_unavailable", message)
+    identity: Any = (
+        msal.UserAssignedManagedIdentity(client_id=settings.client_id)
+        if settings.client_id
+        else msal.SystemAssignedManagedIdentity()
+    )
+    return msal.ManagedIdentityClient(identity, http_client=session)
+
+
+def _workload_identity_client_id() -> str:
+    client_id = os.environ.get("AZURE_CLIENT_ID")
+    if not client_id:
+        raise CredentialError(
+            "auth.client_id",
+            "workload identity needs a client id and AZURE_CLIENT_ID is not set",
+            fix="set auth.client_id or the azure.workload.identity/client-id annotation",
+        )
+
+    return client_id
+
+
+def _federated_token_reader(token_file: str | None) -> Callable[[], str]:
+    path = token_file or os.environ.get("AZURE_FEDERATED_TOKEN_FILE")
+    if not path:
+        raise CredentialError(
+            "auth.workload_identity",
+            "AZURE_FEDERATED_TOKEN_FILE is not set",
+            fix='label the pod azure.workload.identity/use: "true" or set workload_identity.token_file',
+        )
+    reference = Reference("file", path)
+    resolve(reference)
+
+    def read() -> str:
+        # Kubernetes rotates the projected token file; read it at every token request.
+        assertion = resolve(reference).reveal()
+        register_secret(assertion)
+        return assertion
+
+    return read
+
+
 def _client_credential(auth: AuthSettings) -> Any:
+    if auth.workload_identity:
+        return {"client_assertion": _federated_token_reader(auth.workload_identity_token_file)}
     if auth.client_secret is not None:
         secret = resolve(auth.client_secret).reveal()
         register_secret(secret)
@@ -164,9 +230,7 @@ class TokenProvider:
     async def _acquire(self, *, force: bool) -> AccessToken:
         if force:
             await asyncio.to_thread(self._drop_cached_tokens)
-        result = await asyncio.to_thread(
-            call_msal, self._application.acquire_token_for_client, self._scopes
-        )
+        result = await asyncio.to_thread(call_msal, self._request_token)
         self.acquisitions += 1
         token = self._token_from(result)
         self._current = token
@@ -191,12 +255,24 @@ class TokenProvider:
 
         return AccessToken(Secret(value), now + lifetime, now + lifetime - margin, self._generation)
 
+    def _request_token(self) -> Any:
+        if isinstance(self._application, msal.ManagedIdentityClient):
+            # Managed identity endpoints take a resource, not a scope.
+            resource = self._scopes[0].removesuffix("/.default")
+            return self._application.acquire_token_for_client(resource=resource)
+
+        return self._application.acquire_token_for_client(self._scopes)
+
     def close(self) -> None:
         """Close MSAL's HTTP session and its pooled connections."""
         self._application.http_client.close()
 
     def _drop_cached_tokens(self) -> None:
-        cache = self._application.token_cache
+        cache = getattr(self._application, "token_cache", None) or getattr(
+            self._application, "_token_cache", None
+        )
+        if cache is None:
+            return
         for entry in list(cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN)):
             cache.remove_at(entry)
 

@@ -25,7 +25,7 @@ from batchsync.clouds import CLOUDS, Endpoints
 from batchsync.credentials import Reference, ReferenceKind, file_is_shared, resolve
 from batchsync.errors import CredentialError, ManifestError, ManifestProblem
 
-__all__ = ["AuthSettings", "Manifest", "Target", "load_manifest"]
+__all__ = ["AuthSettings", "ManagedIdentitySettings", "Manifest", "Target", "load_manifest"]
 
 # A manifest of 100,000 targets is about 30 MB; anything far larger is a wrong file.
 MAX_MANIFEST_BYTES = 256 * 1024 * 1024
@@ -65,12 +65,27 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
-class AuthSettings:
-    """How batchsync signs in to Entra ID."""
+class ManagedIdentitySettings:
+    """A managed identity: user-assigned when ``client_id`` is set, else system-assigned."""
 
-    client_id: str
+    client_id: str | None = None
+    imds: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """How batchsync signs in to Entra ID: exactly one credential kind is set.
+
+    ``client_id`` is None only for managed identity, and for workload identity when it comes
+    from ``AZURE_CLIENT_ID``.
+    """
+
+    client_id: str | None
     client_secret: Reference | None = None
     certificate: Reference | None = None
+    workload_identity_token_file: str | None = None
+    workload_identity: bool = False
+    managed_identity: ManagedIdentitySettings | None = None
 
 
 @dataclass(frozen=True)
@@ -341,10 +356,15 @@ class _Validator:
 
     def _auth(self, settings: ManifestModel) -> AuthSettings:
         auth = settings.auth
+        workload = auth.workload_identity
+        managed = auth.managed_identity
         return AuthSettings(
             client_id=auth.client_id,
             client_secret=self._reference(auth.client_secret) if auth.client_secret else None,
             certificate=self._reference(auth.certificate) if auth.certificate else None,
+            workload_identity=workload is not None,
+            workload_identity_token_file=workload.token_file if workload else None,
+            managed_identity=ManagedIdentitySettings(managed.client_id, managed.imds) if managed else None,
         )
 
     def _reference(self, model: ReferenceModel) -> Reference:

@@ -30,7 +30,7 @@ def simulate(
 ):
     importlib.reload(RL)
     now = [0.0]
-    lim = RL.RateLimiter(client, burst=concurrency, adaptive=True, clock=lambda: now[0])
+    lim = RL.RateLimiter(client, burst=1, adaptive=True, clock=lambda: now[0])
     level = C
     updated = 0.0
     # events: (time, seq, kind, data)

@@ -334,8 +334,8 @@ BAD_INPUTS = [
         id="client-secret-and-certificate",
     ),
     pytest.param(
-        Bad(edit(f"  client_secret: {{env: {SECRET_ENV}}}\n", ""), 4, "found neither"),
-        id="neither-secret-nor-certificate",
+        Bad(edit(f"  client_secret: {{env: {SECRET_ENV}}}\n", ""), 4, "found none"),
+        id="no-credential",
     ),
     pytest.param(
         Bad(BASE.split("targets:\n")[0], 1, 'required key "targets" is missing'),
