@@ -87,7 +87,7 @@ def _start_emulator(workdir: Path, args: argparse.Namespace) -> tuple[subprocess
     scenario.write_text(json.dumps(_scenario(args)), encoding="utf-8")
     command = [sys.executable, "-m", "batchsync", "emulator", "--scenario", str(scenario),
                "--host", "127.0.0.1", "--port", "0", "--state-dir", str(workdir / "emulator")]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)  # noqa: S603 - our own CLI
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     deadline = time.monotonic() + 30
     for line in process.stdout:
@@ -136,7 +136,7 @@ def _run_client(workdir: Path, url: str, args: argparse.Namespace) -> dict[str, 
         command.append("--fixed-rate")
     started = time.monotonic()
     with (workdir / "client.log").open("w") as log:
-        subprocess.run(command, env=environment, stdout=subprocess.DEVNULL, stderr=log, check=False)  # noqa: S603
+        subprocess.run(command, env=environment, stdout=subprocess.DEVNULL, stderr=log, check=False)
     wall = time.monotonic() - started
     summary = json.loads(report.read_text(encoding="utf-8").splitlines()[-1])
 
