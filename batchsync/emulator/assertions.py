@@ -164,10 +164,14 @@ def _verified_claims(
 def _candidate_certificates(
     header: Mapping[str, Any], certificates: Sequence[RegisteredCertificate]
 ) -> list[RegisteredCertificate]:
+    # MSAL Python 1.39 pads its base64url thumbprints with "=", which RFC 7515 leaves out, so
+    # matching ignores padding.
     if "x5t#S256" in header:
-        return [cert for cert in certificates if cert.sha256_thumbprint == header["x5t#S256"]]
+        thumbprint = str(header["x5t#S256"]).rstrip("=")
+        return [cert for cert in certificates if cert.sha256_thumbprint == thumbprint]
     if "x5t" in header:
-        return [cert for cert in certificates if cert.sha1_thumbprint == header["x5t"]]
+        thumbprint = str(header["x5t"]).rstrip("=")
+        return [cert for cert in certificates if cert.sha1_thumbprint == thumbprint]
 
     return list(certificates)
 

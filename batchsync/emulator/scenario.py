@@ -356,6 +356,10 @@ def load_scenario(path: Path) -> Scenario:
 
     try:
         data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ValueError(f"{where}: invalid YAML: {error.problem}") from error
     except yaml.YAMLError as error:
         raise ValueError(f"{path}: invalid YAML: {error}") from error
 

@@ -168,7 +168,15 @@ class Emulator:
     async def close(self) -> None:
         """Stop serving and delete the state directory if the emulator created it."""
         if self._runner is not None:
+            server = self._runner.server
+            handlers = server.connections if server is not None else []
+            transports = [handler.transport for handler in handlers if handler.transport]
             await self._runner.cleanup()
+            # A closing TLS connection waits up to 30 s for the client's close_notify, so it can
+            # outlive the event loop and leak its socket. Abort whatever is still open.
+            for transport in transports:
+                transport.abort()
+            await asyncio.sleep(0)
             self._runner = None
             logger.info("emulator.stopped", url=self._url, requests=self._log.stats.requests)
         if self._owns_state_dir and self._state_dir is not None:
@@ -319,23 +327,22 @@ def emulator_in_thread(
     """
     started = threading.Event()
     outcome: dict[str, Any] = {}
-    loop = asyncio.new_event_loop()
     stop = asyncio.Event()
 
     def on_ready(emulator: Emulator) -> None:
         outcome["emulator"] = emulator
+        outcome["loop"] = asyncio.get_running_loop()
         started.set()
 
     def run() -> None:
         try:
-            loop.run_until_complete(
-                serve_forever(scenario, host, port, state_dir, on_ready, stop=stop)
-            )
+            # asyncio.run, unlike a bare run_until_complete, keeps the loop turning while it
+            # shuts down, so closed connections finish closing before the loop does.
+            asyncio.run(serve_forever(scenario, host, port, state_dir, on_ready, stop=stop))
         except Exception as error:  # re-raised in the caller's thread below
             outcome["error"] = error
         finally:
             started.set()
-            loop.close()
 
     thread = threading.Thread(target=run, name="batchsync-emulator", daemon=True)
     thread.start()
@@ -346,5 +353,5 @@ def emulator_in_thread(
     try:
         yield outcome["emulator"]
     finally:
-        loop.call_soon_threadsafe(stop.set)
+        outcome["loop"].call_soon_threadsafe(stop.set)
         thread.join()
