@@ -33,9 +33,11 @@ FAST_GROWTH_LIMIT = 0.9
 # the answers to requests sent before a cut do not cut again.
 PRESSURE_USAGE = 0.85
 PRESSURE_DECREASE = 0.2
-# Usage at which the rate is cut even when it is not rising: the next few calls will be throttled.
+# Usage at which the first sign of pressure cuts the rate at once: the next calls may be throttled.
 URGENT_USAGE = 0.98
 REACTION_SECONDS = 0.1
+# Usage above which the rate only holds, even while usage falls.
+HOLD_USAGE = 0.95
 # Decrease on a 429, applied once per cool-down however many workers see one.
 THROTTLED_DECREASE = 0.5
 THROTTLED_COOLDOWN_SECONDS = 1.0
@@ -126,9 +128,10 @@ class RateLimiter:
     def on_response(self, limit_percentage: float | None) -> None:
         """Adapt to one answered call; ``limit_percentage`` is Graph's header as a fraction.
 
-        Graph sends the header only above 80% usage. Above :data:`PRESSURE_USAGE` the rate is
-        cut; without the header it grows back, quickly while well below the rate that last
-        caused pressure and slowly near it, so that it spends its time just under the limit.
+        Graph sends the header only above 80% usage. While usage rises above
+        :data:`PRESSURE_USAGE` the rate is cut; while it falls the rate creeps up; without the
+        header it grows back, quickly while well below the rate that last caused pressure and
+        slowly near it, so that it spends its time just under the limit.
         """
         if not self.adaptive:
             return
@@ -136,21 +139,30 @@ class RateLimiter:
         elapsed = min(1.0, max(0.0, now - self._last_adjustment))
         self._last_adjustment = now
         if limit_percentage is not None:
-            rising = self._last_usage is not None and limit_percentage > self._last_usage
-            self._last_usage = limit_percentage
-            # Cut only while usage still rises: after a cut below the limit a large bucket
-            # needs a long time to refill, and cutting again all that time would starve the run.
-            urgent = limit_percentage >= URGENT_USAGE
-            if (
-                urgent or (rising and limit_percentage >= PRESSURE_USAGE)
-            ) and now >= self._cut_until:
-                self._cut(now, PRESSURE_DECREASE)
+            self._steer(limit_percentage, now, elapsed)
             return
         self._last_usage = None
         if self.rate < FAST_GROWTH_LIMIT * self._pressure_rate:
             self._set_rate(self.rate * (1 + FAST_GROWTH_PER_SECOND * elapsed))
         else:
-            self._set_rate(self.rate + SLOW_GROWTH_PER_SECOND * self._pressure_rate * elapsed)
+            self._grow_slowly(elapsed)
+
+    def _steer(self, usage: float, now: float, elapsed: float) -> None:
+        previous, self._last_usage = self._last_usage, usage
+        # Cut only while usage still rises, or when the first sign of pressure is already near
+        # the limit: after a cut below the limit a large bucket needs a long time to refill, and
+        # cutting again all that time would starve the run.
+        rising = previous is not None and usage > previous
+        urgent = previous is None and usage >= URGENT_USAGE
+        if (urgent or (rising and usage >= PRESSURE_USAGE)) and now >= self._cut_until:
+            self._cut(now, PRESSURE_DECREASE)
+        elif not rising and usage < HOLD_USAGE:
+            # Usage holds or falls, so the rate is at or below the limit: creep up towards it.
+            self._grow_slowly(elapsed)
+
+    def _grow_slowly(self, elapsed: float) -> None:
+        step = SLOW_GROWTH_PER_SECOND * min(self._pressure_rate, self.max_rate) * elapsed
+        self._set_rate(self.rate + step)
 
     def _cut(self, now: float, fraction: float) -> None:
         self._pressure_rate = self.rate
