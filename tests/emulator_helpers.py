@@ -13,11 +13,11 @@ import base64
 import copy
 import json
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import msal
@@ -26,6 +26,10 @@ import requests
 from multidict import CIMultiDictProxy
 
 from batchsync.emulator import Emulator, Scenario
+
+if TYPE_CHECKING:
+    # A private TypedDict that exists only in the types-requests stubs.
+    from requests.sessions import _Settings
 
 TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 TENANT_DOMAIN = "contoso.onmicrosoft.com"
@@ -100,15 +104,13 @@ class CABundleSession(requests.Session):
     def merge_environment_settings(
         self,
         url: str | bytes | None,
-        proxies: Mapping[str, str] | None,
+        proxies: MutableMapping[str, str] | None,
         stream: bool | None,
         verify: bool | str | None,
         cert: Any,
-    ) -> dict[str, Any]:
+    ) -> _Settings:
         """Merge as requests does, then restore the session's own CA bundle."""
-        settings: dict[str, Any] = super().merge_environment_settings(
-            url, proxies, stream, verify, cert
-        )
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
         settings["verify"] = self.verify
 
         return settings
@@ -165,7 +167,7 @@ def client_ssl_context(emulator: Emulator) -> ssl.SSLContext:
 
 
 @dataclass(frozen=True)
-class GraphAnswer:
+class CapturedResponse:
     """Status, headers and body of one Graph response."""
 
     status: int
@@ -212,7 +214,7 @@ class GraphClient:
         raw_body: bytes | None = None,
         method: str = "POST",
         **url_options: str,
-    ) -> GraphAnswer:
+    ) -> CapturedResponse:
         """Call acquireAccessToken and return the response; ``token=""`` sends no token."""
         request_headers = dict(headers or {})
         bearer = self.token if token is None else token
@@ -232,23 +234,23 @@ class GraphClient:
             ssl=self.ssl,
         ) as response:
             payload = await response.read()
-            return GraphAnswer(response.status, response.headers, payload)
+            return CapturedResponse(response.status, response.headers, payload)
 
-    async def get(self, path: str, **params: str) -> GraphAnswer:
+    async def get(self, path: str, **params: str) -> CapturedResponse:
         """Send a GET to ``path`` on the emulator, without a token."""
         url = f"{self.emulator.url}{path}"
         async with self.session.get(url, params=params, ssl=self.ssl) as response:
-            return GraphAnswer(response.status, response.headers, await response.read())
+            return CapturedResponse(response.status, response.headers, await response.read())
 
     async def post_form(
         self, path: str, form: Mapping[str, str], headers: Mapping[str, str] | None = None
-    ) -> GraphAnswer:
+    ) -> CapturedResponse:
         """Send a form-encoded POST to ``path`` on the emulator, as a token request."""
         url = f"{self.emulator.url}{path}"
         async with self.session.post(
             url, data=dict(form), headers=dict(headers or {}), ssl=self.ssl
         ) as response:
-            return GraphAnswer(response.status, response.headers, await response.read())
+            return CapturedResponse(response.status, response.headers, await response.read())
 
 
 StartEmulator = Callable[..., Awaitable[Emulator]]

@@ -69,11 +69,11 @@ class TestOpenIdConfiguration:
 
     async def test_document_by_tenant_id(self, graph: GraphClient) -> None:
         """The document names the token endpoint and issuer of the tenant's GUID."""
-        answer = await graph.get(f"/{TENANT_ID}/v2.0/.well-known/openid-configuration")
-        document = answer.json()
+        response = await graph.get(f"/{TENANT_ID}/v2.0/.well-known/openid-configuration")
+        document = response.json()
         base = graph.emulator.url
 
-        assert answer.status == 200
+        assert response.status == 200
         assert document["token_endpoint"] == f"{base}/{TENANT_ID}/oauth2/v2.0/token"
         assert document["authorization_endpoint"] == f"{base}/{TENANT_ID}/oauth2/v2.0/authorize"
         assert document["issuer"] == f"{base}/{TENANT_ID}/v2.0"
@@ -83,17 +83,21 @@ class TestOpenIdConfiguration:
 
     async def test_document_by_domain(self, graph: GraphClient) -> None:
         """A tenant addressed by domain gets endpoints under its GUID, as Entra does."""
-        answer = await graph.get(f"/{TENANT_DOMAIN.upper()}/v2.0/.well-known/openid-configuration")
+        response = await graph.get(
+            f"/{TENANT_DOMAIN.upper()}/v2.0/.well-known/openid-configuration"
+        )
 
-        assert answer.status == 200
-        assert answer.json()["token_endpoint"].endswith(f"/{TENANT_ID}/oauth2/v2.0/token")
+        assert response.status == 200
+        assert response.json()["token_endpoint"].endswith(f"/{TENANT_ID}/oauth2/v2.0/token")
 
     async def test_unknown_tenant(self, graph: GraphClient) -> None:
         """An unknown tenant gets 400 invalid_tenant with AADSTS90002 in Entra's error shape."""
-        answer = await graph.get("/fabrikam.onmicrosoft.com/v2.0/.well-known/openid-configuration")
-        body = answer.json()
+        response = await graph.get(
+            "/fabrikam.onmicrosoft.com/v2.0/.well-known/openid-configuration"
+        )
+        body = response.json()
 
-        assert answer.status == 400
+        assert response.status == 400
         assert body["error"] == "invalid_tenant"
         assert body["error_codes"] == [90002]
         assert body["error_description"].startswith(
@@ -102,10 +106,10 @@ class TestOpenIdConfiguration:
 
     async def test_signing_keys_empty(self, graph: GraphClient) -> None:
         """The keys document is empty, because tokens are signed with a shared secret."""
-        answer = await graph.get(f"/{TENANT_ID}/discovery/v2.0/keys")
+        response = await graph.get(f"/{TENANT_ID}/discovery/v2.0/keys")
 
-        assert answer.status == 200
-        assert answer.json() == {"keys": []}
+        assert response.status == 200
+        assert response.json() == {"keys": []}
 
 
 class TestInstanceDiscovery:
@@ -114,16 +118,16 @@ class TestInstanceDiscovery:
     async def test_discovery_for_own_host(self, graph: GraphClient) -> None:
         """An authorization endpoint on the emulator maps to its tenant discovery URL."""
         base = graph.emulator.url
-        answer = await graph.get(
+        response = await graph.get(
             "/common/discovery/instance",
             **{
                 "api-version": "1.1",
                 "authorization_endpoint": f"{base}/{TENANT_ID}/oauth2/v2.0/authorize",
             },
         )
-        document = answer.json()
+        document = response.json()
 
-        assert answer.status == 200
+        assert response.status == 200
         assert document["tenant_discovery_endpoint"] == (
             f"{base}/{TENANT_ID}/v2.0/.well-known/openid-configuration"
         )
@@ -131,14 +135,14 @@ class TestInstanceDiscovery:
 
     async def test_discovery_for_foreign_host(self, graph: GraphClient) -> None:
         """An authorization endpoint on another host gets invalid_instance AADSTS50049."""
-        answer = await graph.get(
+        response = await graph.get(
             "/common/discovery/instance",
             authorization_endpoint="https://login.example.invalid/common/oauth2/v2.0/authorize",
         )
 
-        assert answer.status == 400
-        assert answer.json()["error"] == "invalid_instance"
-        assert answer.json()["error_codes"] == [50049]
+        assert response.status == 400
+        assert response.json()["error"] == "invalid_instance"
+        assert response.json()["error_codes"] == [50049]
 
 
 class TestTokenEndpoint:
@@ -171,10 +175,10 @@ class TestTokenEndpoint:
 
     async def test_raw_response_fields(self, graph: GraphClient) -> None:
         """The success body has token_type, expires_in, ext_expires_in and access_token."""
-        answer = await graph.post_form(TOKEN_PATH, client_credentials_form(graph.emulator))
-        body = answer.json()
+        response = await graph.post_form(TOKEN_PATH, client_credentials_form(graph.emulator))
+        body = response.json()
 
-        assert answer.status == 200
+        assert response.status == 200
         assert set(body) == {"token_type", "expires_in", "ext_expires_in", "access_token"}
         assert body["ext_expires_in"] == body["expires_in"]
 
@@ -212,9 +216,9 @@ class TestTokenEndpoint:
         # MSAL form-encodes both parts before base64, as RFC 6749 section 2.3.1 requires.
         pair = f"{quote_plus(CLIENT_ID)}:{quote_plus(CLIENT_SECRET)}".encode()
         authorization = "Basic " + base64.b64encode(pair).decode()
-        answer = await graph.post_form(TOKEN_PATH, form, {"Authorization": authorization})
+        response = await graph.post_form(TOKEN_PATH, form, {"Authorization": authorization})
 
-        assert answer.status == 200
+        assert response.status == 200
 
     async def test_wrong_secret(self, emulator: Emulator) -> None:
         """A wrong secret gets invalid_client AADSTS7000215 in Entra's full error shape."""
@@ -232,20 +236,20 @@ class TestTokenEndpoint:
         assert result["error_uri"] == f"{emulator.login_url}/error?code=7000215"
 
     async def test_wrong_secret_status(self, graph: GraphClient) -> None:
-        """A wrong secret is answered with HTTP 401."""
+        """A wrong secret gets HTTP 401."""
         form = client_credentials_form(graph.emulator, client_secret="not-the-secret")
-        answer = await graph.post_form(TOKEN_PATH, form)
+        response = await graph.post_form(TOKEN_PATH, form)
 
-        assert answer.status == 401
+        assert response.status == 401
 
     async def test_correlation_id_echoed(self, graph: GraphClient) -> None:
         """The caller's client-request-id becomes the error's correlation_id."""
         correlation_id = str(uuid.uuid4())
         form = client_credentials_form(graph.emulator, client_secret="wrong")
-        answer = await graph.post_form(TOKEN_PATH, form, {"client-request-id": correlation_id})
+        response = await graph.post_form(TOKEN_PATH, form, {"client-request-id": correlation_id})
 
-        assert answer.json()["correlation_id"] == correlation_id
-        assert answer.headers["client-request-id"] == correlation_id
+        assert response.json()["correlation_id"] == correlation_id
+        assert response.headers["client-request-id"] == correlation_id
 
     async def test_expired_secret(self, emulator: Emulator) -> None:
         """An expired secret gets invalid_client AADSTS7000222 with HTTP 401."""
@@ -281,11 +285,11 @@ class TestTokenEndpoint:
     async def test_unknown_tenant_at_token_endpoint(self, graph: GraphClient) -> None:
         """A token request to an unknown tenant gets 400 invalid_request AADSTS90002."""
         form = client_credentials_form(graph.emulator)
-        answer = await graph.post_form("/nowhere.example/oauth2/v2.0/token", form)
+        response = await graph.post_form("/nowhere.example/oauth2/v2.0/token", form)
 
-        assert answer.status == 400
-        assert answer.json()["error"] == "invalid_request"
-        assert answer.json()["error_codes"] == [90002]
+        assert response.status == 400
+        assert response.json()["error"] == "invalid_request"
+        assert response.json()["error_codes"] == [90002]
 
     async def test_unknown_tenant_through_msal(self, emulator: Emulator) -> None:
         """MSAL cannot even be built for an unknown tenant, because discovery gets a 400."""
@@ -306,11 +310,11 @@ class TestTokenEndpoint:
     async def test_invalid_scope(self, graph: GraphClient, scope: str) -> None:
         """A scope without /.default, naming two resources, or naming none gets AADSTS70011."""
         form = client_credentials_form(graph.emulator, scope=scope.format(url=graph.emulator.url))
-        answer = await graph.post_form(TOKEN_PATH, form)
+        response = await graph.post_form(TOKEN_PATH, form)
 
-        assert answer.status == 400
-        assert answer.json()["error"] == "invalid_scope"
-        assert answer.json()["error_codes"] == [70011]
+        assert response.status == 400
+        assert response.json()["error"] == "invalid_scope"
+        assert response.json()["error_codes"] == [70011]
 
     async def test_invalid_scope_through_msal(self, emulator: Emulator) -> None:
         """MSAL passes the invalid_scope error through to its caller."""
@@ -322,36 +326,36 @@ class TestTokenEndpoint:
         """OpenID Connect scopes next to a /.default scope are ignored, as Entra does."""
         scope = f"openid profile offline_access {graph.emulator.url}/.default"
         form = client_credentials_form(graph.emulator, scope=scope)
-        answer = await graph.post_form(TOKEN_PATH, form)
+        response = await graph.post_form(TOKEN_PATH, form)
 
-        assert answer.status == 200
+        assert response.status == 200
 
     async def test_unsupported_grant_type(self, graph: GraphClient) -> None:
         """A grant other than client_credentials gets unsupported_grant_type."""
         form = client_credentials_form(graph.emulator, grant_type="password")
-        answer = await graph.post_form(TOKEN_PATH, form)
+        response = await graph.post_form(TOKEN_PATH, form)
 
-        assert answer.status == 400
-        assert answer.json()["error"] == "unsupported_grant_type"
+        assert response.status == 400
+        assert response.json()["error"] == "unsupported_grant_type"
 
     async def test_missing_credential(self, graph: GraphClient) -> None:
         """A request with neither secret nor assertion gets invalid_client AADSTS7000218."""
         form = client_credentials_form(graph.emulator)
         del form["client_secret"]
-        answer = await graph.post_form(TOKEN_PATH, form)
+        response = await graph.post_form(TOKEN_PATH, form)
 
-        assert answer.status == 401
-        assert answer.json()["error_codes"] == [7000218]
+        assert response.status == 401
+        assert response.json()["error_codes"] == [7000218]
 
     async def test_missing_client_id(self, graph: GraphClient) -> None:
         """A request without client_id gets invalid_request AADSTS900144 naming the field."""
         form = client_credentials_form(graph.emulator)
         del form["client_id"]
-        answer = await graph.post_form(TOKEN_PATH, form)
+        response = await graph.post_form(TOKEN_PATH, form)
 
-        assert answer.status == 400
-        assert answer.json()["error_codes"] == [900144]
-        assert "'client_id'" in answer.json()["error_description"]
+        assert response.status == 400
+        assert response.json()["error_codes"] == [900144]
+        assert "'client_id'" in response.json()["error_description"]
 
 
 class TestGraphSuccess:
@@ -359,27 +363,27 @@ class TestGraphSuccess:
 
     async def test_no_content(self, graph: GraphClient) -> None:
         """A valid call gets 204 with an empty body."""
-        answer = await graph.acquire()
+        response = await graph.acquire()
 
-        assert answer.status == 204
-        assert answer.body == b""
+        assert response.status == 204
+        assert response.body == b""
 
     async def test_correlation_headers(self, graph: GraphClient) -> None:
         """request-id is fresh, client-request-id is echoed, and diagnostics are JSON."""
         client_request_id = str(uuid.uuid4())
-        answer = await graph.acquire(headers={"client-request-id": client_request_id})
+        response = await graph.acquire(headers={"client-request-id": client_request_id})
 
-        assert GUID.match(answer.headers["request-id"])
-        assert answer.headers["request-id"] != client_request_id
-        assert answer.headers["client-request-id"] == client_request_id
-        assert "ServerInfo" in answer.headers["x-ms-ags-diagnostic"]
-        assert answer.headers["Date"].endswith(" GMT")
+        assert GUID.match(response.headers["request-id"])
+        assert response.headers["request-id"] != client_request_id
+        assert response.headers["client-request-id"] == client_request_id
+        assert "ServerInfo" in response.headers["x-ms-ags-diagnostic"]
+        assert response.headers["Date"].endswith(" GMT")
 
     async def test_client_request_id_defaults(self, graph: GraphClient) -> None:
         """Without client-request-id, the echoed one equals request-id."""
-        answer = await graph.acquire()
+        response = await graph.acquire()
 
-        assert answer.headers["client-request-id"] == answer.headers["request-id"]
+        assert response.headers["client-request-id"] == response.headers["request-id"]
 
     async def test_fresh_request_ids(self, graph: GraphClient) -> None:
         """Each response has its own request-id."""
@@ -392,17 +396,17 @@ class TestGraphSuccess:
     @pytest.mark.parametrize("collection", ["servicePrincipals", "applications"])
     async def test_routes(self, graph: GraphClient, version: str, collection: str) -> None:
         """Both API versions and both object collections are served."""
-        answer = await graph.acquire(version=version, collection=collection)
+        response = await graph.acquire(version=version, collection=collection)
 
-        assert answer.status == 204
+        assert response.status == 204
 
     async def test_every_secret_key(self, graph: GraphClient) -> None:
         """All 45 synchronizationSecret names are accepted."""
         credentials = [{"key": key, "value": "x"} for key in sorted(SYNCHRONIZATION_SECRET_KEYS)]
-        answer = await graph.acquire(body={"credentials": credentials})
+        response = await graph.acquire(body={"credentials": credentials})
 
         assert len(SYNCHRONIZATION_SECRET_KEYS) == 45
-        assert answer.status == 204
+        assert response.status == 204
 
     async def test_odata_type_allowed(self, graph: GraphClient) -> None:
         """Items may carry @odata.type next to key and value."""
@@ -411,9 +415,9 @@ class TestGraphSuccess:
             "key": "BaseAddress",
             "value": "https://scim.example",
         }
-        answer = await graph.acquire(body={"credentials": [item]})
+        response = await graph.acquire(body={"credentials": [item]})
 
-        assert answer.status == 204
+        assert response.status == 204
 
 
 class TestGraphAuthentication:
@@ -421,13 +425,13 @@ class TestGraphAuthentication:
 
     async def assert_invalid_token(self, graph: GraphClient, token: str, message: str) -> None:
         """Call with ``token`` and check Graph's 401 InvalidAuthenticationToken response."""
-        answer = await graph.acquire(token=token)
+        response = await graph.acquire(token=token)
 
-        assert answer.status == 401
-        assert answer.error["code"] == "InvalidAuthenticationToken"
-        assert answer.error["message"] == message
+        assert response.status == 401
+        assert response.error["code"] == "InvalidAuthenticationToken"
+        assert response.error["message"] == message
         expected = WWW_AUTHENTICATE.format(login=graph.emulator.login_url)
-        assert answer.headers["WWW-Authenticate"] == expected
+        assert response.headers["WWW-Authenticate"] == expected
 
     async def test_missing_token(self, graph: GraphClient) -> None:
         """No Authorization header gets "Access token is empty."."""
@@ -474,9 +478,9 @@ class TestGraphAuthentication:
     async def test_clock_skew_tolerated(self, graph: GraphClient) -> None:
         """A token expired one minute ago still works within the default 5-minute skew."""
         token = graph.emulator.mint_token(exp=int(time.time()) - 60)
-        answer = await graph.acquire(token=token)
+        response = await graph.acquire(token=token)
 
-        assert answer.status == 204
+        assert response.status == 204
 
     async def test_zero_clock_skew(
         self, new_emulator: StartEmulator, http: aiohttp.ClientSession
@@ -484,9 +488,9 @@ class TestGraphAuthentication:
         """With clock_skew_seconds 0, a token expired a second ago is rejected."""
         emulator = await new_emulator(tokens={"clock_skew_seconds": 0})
         client = GraphClient(emulator, http, emulator.mint_token(exp=int(time.time()) - 1))
-        answer = await client.acquire()
+        response = await client.acquire()
 
-        assert answer.status == 401
+        assert response.status == 401
 
     async def test_other_audience(self, graph: GraphClient) -> None:
         """A token for another cloud's Graph gets "Invalid audience."."""
@@ -498,9 +502,9 @@ class TestGraphAuthentication:
 
     async def test_authentication_before_object(self, graph: GraphClient) -> None:
         """A missing object is not revealed to an unauthenticated caller."""
-        answer = await graph.acquire(MISSING_ID, token="")
+        response = await graph.acquire(MISSING_ID, token="")
 
-        assert answer.status == 401
+        assert response.status == 401
 
 
 class TestGraphPermissions:
@@ -508,11 +512,11 @@ class TestGraphPermissions:
 
     async def test_no_roles(self, graph: GraphClient) -> None:
         """A token without roles gets 401 UnknownError with an empty message."""
-        answer = await graph.acquire(token=graph.emulator.mint_token(roles=[]))
+        response = await graph.acquire(token=graph.emulator.mint_token(roles=[]))
 
-        assert answer.status == 401
-        assert answer.error["code"] == "UnknownError"
-        assert answer.error["message"] == ""
+        assert response.status == 401
+        assert response.error["code"] == "UnknownError"
+        assert response.error["message"] == ""
 
     async def test_app_without_permission(
         self, new_emulator: StartEmulator, http: aiohttp.ClientSession
@@ -521,17 +525,17 @@ class TestGraphPermissions:
         app = {"client_id": CLIENT_ID, "tenant": TENANT_ID, "secrets": [CLIENT_SECRET]}
         emulator = await new_emulator(apps=[app])
         client = await graph_client(emulator, http)
-        answer = await client.acquire()
+        response = await client.acquire()
 
-        assert answer.status == 401
-        assert answer.error["code"] == "UnknownError"
+        assert response.status == 401
+        assert response.error["code"] == "UnknownError"
 
     async def test_owned_by_permission(self, graph: GraphClient) -> None:
         """Application.ReadWrite.OwnedBy is enough."""
         token = graph.emulator.mint_token(roles=["Application.ReadWrite.OwnedBy"])
-        answer = await graph.acquire(token=token)
+        response = await graph.acquire(token=token)
 
-        assert answer.status == 204
+        assert response.status == 204
 
 
 class TestGraphObjects:
@@ -539,28 +543,28 @@ class TestGraphObjects:
 
     async def test_missing_object(self, graph: GraphClient) -> None:
         """An id under directory.missing gets 404 Request_ResourceNotFound."""
-        answer = await graph.acquire(MISSING_ID)
+        response = await graph.acquire(MISSING_ID)
 
-        assert answer.status == 404
-        assert answer.error["code"] == "Request_ResourceNotFound"
-        assert answer.error["message"] == (
+        assert response.status == 404
+        assert response.error["code"] == "Request_ResourceNotFound"
+        assert response.error["message"] == (
             f"Resource '{MISSING_ID}' does not exist or one of its queried "
             "reference-property objects are not present."
         )
 
     async def test_missing_ignores_case(self, graph: GraphClient) -> None:
         """Object ids compare without regard to letter case."""
-        answer = await graph.acquire(MISSING_ID.upper())
+        response = await graph.acquire(MISSING_ID.upper())
 
-        assert answer.status == 404
+        assert response.status == 404
 
     async def test_malformed_object_id(self, graph: GraphClient) -> None:
         """An id that is not a GUID gets 400 Request_BadRequest."""
-        answer = await graph.acquire("not-a-guid")
+        response = await graph.acquire("not-a-guid")
 
-        assert answer.status == 400
-        assert answer.error["code"] == "Request_BadRequest"
-        assert answer.error["message"] == "Invalid object identifier 'not-a-guid'."
+        assert response.status == 400
+        assert response.error["code"] == "Request_BadRequest"
+        assert response.error["message"] == "Invalid object identifier 'not-a-guid'."
 
     async def test_listed_objects(
         self, new_emulator: StartEmulator, http: aiohttp.ClientSession
@@ -584,20 +588,20 @@ class TestGraphBody:
     @pytest.mark.parametrize("raw_body", [b"", b"   ", b"{not json", b"\xff\xfe"])
     async def test_empty_or_invalid_json(self, graph: GraphClient, raw_body: bytes) -> None:
         """An empty or unparsable body gets 400 "Empty Payload. JSON content expected."."""
-        answer = await graph.acquire(raw_body=raw_body)
+        response = await graph.acquire(raw_body=raw_body)
 
-        assert answer.status == 400
-        assert answer.error["code"] == "BadRequest"
-        assert answer.error["message"] == "Empty Payload. JSON content expected."
+        assert response.status == 400
+        assert response.error["code"] == "BadRequest"
+        assert response.error["message"] == "Empty Payload. JSON content expected."
 
     @pytest.mark.parametrize("body", [{}, {"credentials": "BaseAddress"}, [], {"value": []}])
     async def test_missing_credentials(self, graph: GraphClient, body: object) -> None:
         """A body without a credentials list gets 400 BadRequest."""
-        answer = await graph.acquire(body=body)
+        response = await graph.acquire(body=body)
 
-        assert answer.status == 400
-        assert answer.error["code"] == "BadRequest"
-        assert "'credentials'" in answer.error["message"]
+        assert response.status == 400
+        assert response.error["code"] == "BadRequest"
+        assert "'credentials'" in response.error["message"]
 
     @pytest.mark.parametrize(
         "item",
@@ -611,35 +615,37 @@ class TestGraphBody:
     )
     async def test_invalid_item(self, graph: GraphClient, item: object) -> None:
         """An item without string key and value gets 400 BadRequest."""
-        answer = await graph.acquire(body={"credentials": [item]})
+        response = await graph.acquire(body={"credentials": [item]})
 
-        assert answer.status == 400
-        assert answer.error["code"] == "BadRequest"
+        assert response.status == 400
+        assert response.error["code"] == "BadRequest"
 
     @pytest.mark.parametrize("key", ["baseAddress", "BASEADDRESS", "Base Address", "Unknown"])
     async def test_unknown_key(self, graph: GraphClient, key: str) -> None:
         """A key not spelled exactly as in the enum gets 500 InternalError naming it."""
         credentials = [{"key": "SecretToken", "value": "x"}, {"key": key, "value": "y"}]
-        answer = await graph.acquire(body={"credentials": credentials})
+        response = await graph.acquire(body={"credentials": credentials})
 
-        assert answer.status == 500
-        assert answer.error["code"] == "InternalError"
-        assert answer.error["message"] == f"Requested value '{key}' was not found."
+        assert response.status == 500
+        assert response.error["code"] == "InternalError"
+        assert response.error["message"] == f"Requested value '{key}' was not found."
 
     async def test_body_after_object(self, graph: GraphClient) -> None:
         """A missing object is reported before a bad body."""
-        answer = await graph.acquire(MISSING_ID, raw_body=b"")
+        response = await graph.acquire(MISSING_ID, raw_body=b"")
 
-        assert answer.status == 404
+        assert response.status == 404
 
     async def test_error_envelope(self, graph: GraphClient) -> None:
         """Errors carry code, message and innerError with date and both request ids."""
         client_request_id = str(uuid.uuid4())
-        answer = await graph.acquire(raw_body=b"", headers={"client-request-id": client_request_id})
-        inner = answer.error["innerError"]
+        response = await graph.acquire(
+            raw_body=b"", headers={"client-request-id": client_request_id}
+        )
+        inner = response.error["innerError"]
 
-        assert answer.headers["Content-Type"] == "application/json"
-        assert inner["request-id"] == answer.headers["request-id"]
+        assert response.headers["Content-Type"] == "application/json"
+        assert inner["request-id"] == response.headers["request-id"]
         assert inner["client-request-id"] == client_request_id
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", inner["date"])
 
@@ -649,23 +655,23 @@ class TestGraphOtherRequests:
 
     async def test_wrong_method(self, graph: GraphClient) -> None:
         """GET on the action gets 405 in Graph's error shape."""
-        answer = await graph.acquire(method="GET", raw_body=b"")
+        response = await graph.acquire(method="GET", raw_body=b"")
 
-        assert answer.status == 405
-        assert answer.error["code"] == "Request_BadRequest"
+        assert response.status == 405
+        assert response.error["code"] == "Request_BadRequest"
 
     async def test_unknown_segment(self, graph: GraphClient) -> None:
         """An unknown Graph path gets 400 naming the segment."""
-        answer = await graph.get("/v1.0/gadgets/123")
+        response = await graph.get("/v1.0/gadgets/123")
 
-        assert answer.status == 400
-        assert answer.error["message"] == "Resource not found for the segment 'gadgets'."
+        assert response.status == 400
+        assert response.error["message"] == "Resource not found for the segment 'gadgets'."
 
     async def test_unknown_path(self, graph: GraphClient) -> None:
         """A path outside Graph and Entra gets a plain 404."""
-        answer = await graph.get("/favicon.ico")
+        response = await graph.get("/favicon.ico")
 
-        assert answer.status == 404
+        assert response.status == 404
 
 
 class TestCallRecords:
@@ -681,7 +687,7 @@ class TestCallRecords:
     async def test_graph_record_fields(self, graph: GraphClient) -> None:
         """A Graph record has the object, version, status, ids, credentials and user agent."""
         client_request_id = str(uuid.uuid4())
-        answer = await graph.acquire(
+        response = await graph.acquire(
             OBJECT_ID.upper(),
             collection="applications",
             version="beta",
@@ -696,7 +702,7 @@ class TestCallRecords:
         assert record.status == 204
         assert record.fault is None
         assert record.client_request_id == client_request_id
-        assert record.request_id == answer.headers["request-id"]
+        assert record.request_id == response.headers["request-id"]
         assert record.credential_keys == ("BaseAddress", "SecretToken")
         assert record.credentials == {
             item["key"]: item["value"] for item in CREDENTIALS_BODY["credentials"]

@@ -135,7 +135,7 @@ def assertion(
 
 async def post_assertion(
     emulator: Emulator, http: aiohttp.ClientSession, signed: str
-) -> emulator_helpers.GraphAnswer:
+) -> emulator_helpers.CapturedResponse:
     """Send a client credentials request carrying ``signed`` as the client assertion."""
     form = {
         "grant_type": "client_credentials",
@@ -211,9 +211,9 @@ class TestClientAssertionChecks:
     ) -> None:
         """A correct RS256 assertion gets a token."""
         emulator = await certificate_emulator(new_emulator, tmp_path, registered)
-        answer = await post_assertion(emulator, http, assertion(emulator, registered))
+        response = await post_assertion(emulator, http, assertion(emulator, registered))
 
-        assert answer.status == 200
+        assert response.status == 200
 
     async def test_audience_by_domain(
         self,
@@ -227,10 +227,10 @@ class TestClientAssertionChecks:
         signed = assertion(
             emulator, registered, aud=f"{emulator.login_url}/contoso.example/oauth2/v2.0/token"
         )
-        answer = await post_assertion(emulator, http, signed)
+        response = await post_assertion(emulator, http, signed)
 
-        assert answer.status == 401
-        assert answer.json()["error_codes"] == [50027]
+        assert response.status == 401
+        assert response.json()["error_codes"] == [50027]
 
     async def test_signature_mismatch(
         self,
@@ -243,11 +243,11 @@ class TestClientAssertionChecks:
         """An assertion naming the registered thumbprint but signed by another key fails."""
         emulator = await certificate_emulator(new_emulator, tmp_path, registered)
         signed = assertion(emulator, stranger, header={"x5t": registered.sha1_b64url})
-        answer = await post_assertion(emulator, http, signed)
+        response = await post_assertion(emulator, http, signed)
 
-        assert answer.status == 401
-        assert answer.json()["error_codes"] == [700027]
-        assert "Signature is invalid" in answer.json()["error_description"]
+        assert response.status == 401
+        assert response.json()["error_codes"] == [700027]
+        assert "Signature is invalid" in response.json()["error_description"]
 
     async def test_no_thumbprint_header(
         self,
@@ -258,9 +258,9 @@ class TestClientAssertionChecks:
     ) -> None:
         """Without x5t, every registered certificate is tried."""
         emulator = await certificate_emulator(new_emulator, tmp_path, registered)
-        answer = await post_assertion(emulator, http, assertion(emulator, registered, header={}))
+        response = await post_assertion(emulator, http, assertion(emulator, registered, header={}))
 
-        assert answer.status == 200
+        assert response.status == 200
 
     @pytest.mark.parametrize(
         ("claims", "code"),
@@ -283,11 +283,11 @@ class TestClientAssertionChecks:
     ) -> None:
         """A wrong audience, issuer, subject or lifetime gets 401 invalid_client."""
         emulator = await certificate_emulator(new_emulator, tmp_path, registered)
-        answer = await post_assertion(emulator, http, assertion(emulator, registered, **claims))
+        response = await post_assertion(emulator, http, assertion(emulator, registered, **claims))
 
-        assert answer.status == 401
-        assert answer.json()["error"] == "invalid_client"
-        assert answer.json()["error_codes"] == [code]
+        assert response.status == 401
+        assert response.json()["error"] == "invalid_client"
+        assert response.json()["error_codes"] == [code]
 
     async def test_malformed_assertion(
         self,
@@ -298,10 +298,10 @@ class TestClientAssertionChecks:
     ) -> None:
         """An assertion that is not a JWT gets AADSTS50027."""
         emulator = await certificate_emulator(new_emulator, tmp_path, registered)
-        answer = await post_assertion(emulator, http, "not-a-jwt")
+        response = await post_assertion(emulator, http, "not-a-jwt")
 
-        assert answer.status == 401
-        assert answer.json()["error_codes"] == [50027]
+        assert response.status == 401
+        assert response.json()["error_codes"] == [50027]
 
     async def test_expired_certificate(
         self, new_emulator: StartEmulator, tmp_path: Path, http: aiohttp.ClientSession
@@ -309,10 +309,10 @@ class TestClientAssertionChecks:
         """A registered certificate past its end date no longer signs in."""
         expired = make_key_pair(days_valid=-1)
         emulator = await certificate_emulator(new_emulator, tmp_path, expired)
-        answer = await post_assertion(emulator, http, assertion(emulator, expired))
+        response = await post_assertion(emulator, http, assertion(emulator, expired))
 
-        assert answer.status == 401
-        assert "The key used is expired" in answer.json()["error_description"]
+        assert response.status == 401
+        assert "The key used is expired" in response.json()["error_description"]
 
     async def test_secret_rejected_for_certificate_app(
         self,

@@ -130,7 +130,7 @@ class TestFaultSelection:
 
 
 class TestStatusFault:
-    """Status faults answered with Graph's error envelope."""
+    """Status faults, sent with Graph's error envelope."""
 
     async def test_calls_then_success(
         self, new_emulator: StartEmulator, http: aiohttp.ClientSession
@@ -139,12 +139,12 @@ class TestStatusFault:
         fault = {"kind": "status", "status": 503, "code": "ServiceUnavailable",
                  "retry_after": "2", "calls": [1, 2]}  # fmt: skip
         client = await client_with_faults(new_emulator, http, fault)
-        answers = [await client.acquire() for _ in range(3)]
+        responses = [await client.acquire() for _ in range(3)]
 
-        assert [answer.status for answer in answers] == [503, 503, 204]
-        assert answers[0].error["code"] == "ServiceUnavailable"
-        assert answers[0].headers["Retry-After"] == "2"
-        assert "request-id" in answers[0].headers
+        assert [response.status for response in responses] == [503, 503, 204]
+        assert responses[0].error["code"] == "ServiceUnavailable"
+        assert responses[0].headers["Retry-After"] == "2"
+        assert "request-id" in responses[0].headers
         assert client.emulator.calls[-3].fault == "status"
         assert client.emulator.calls[-1].fault is None
 
@@ -153,11 +153,11 @@ class TestStatusFault:
     ) -> None:
         """Without a code, 504 gets UnknownError with an empty message and no Retry-After."""
         client = await client_with_faults(new_emulator, http, {"kind": "status", "status": 504})
-        answer = await client.acquire()
+        response = await client.acquire()
 
-        assert answer.status == 504
-        assert answer.error == answer.error | {"code": "UnknownError", "message": ""}
-        assert "Retry-After" not in answer.headers
+        assert response.status == 504
+        assert response.error == response.error | {"code": "UnknownError", "message": ""}
+        assert "Retry-After" not in response.headers
 
     async def test_numeric_retry_after(
         self, new_emulator: StartEmulator, http: aiohttp.ClientSession
@@ -165,10 +165,10 @@ class TestStatusFault:
         """A number given for retry_after is sent as written."""
         fault = {"kind": "status", "status": 429, "retry_after": 7}
         client = await client_with_faults(new_emulator, http, fault)
-        answer = await client.acquire()
+        response = await client.acquire()
 
-        assert answer.headers["Retry-After"] == "7"
-        assert answer.error["code"] == "TooManyRequests"
+        assert response.headers["Retry-After"] == "7"
+        assert response.error["code"] == "TooManyRequests"
         assert client.emulator.stats.throttled == 1
 
     async def test_fault_before_object_check(
@@ -176,9 +176,9 @@ class TestStatusFault:
     ) -> None:
         """A fault fires even for an object that does not exist, as faults come first."""
         client = await client_with_faults(new_emulator, http, {"kind": "status", "status": 500})
-        answer = await client.acquire(MISSING_ID)
+        response = await client.acquire(MISSING_ID)
 
-        assert answer.status == 500
+        assert response.status == 500
 
     async def test_fault_after_authentication(
         self, new_emulator: StartEmulator, http: aiohttp.ClientSession
@@ -206,7 +206,7 @@ class TestStormFault:
         await asyncio.sleep(0.6)
         after = await client.acquire()
 
-        assert [answer.status for answer in during] == [503, 503, 503]
+        assert [response.status for response in during] == [503, 503, 503]
         assert during[0].error["code"] == "serviceNotAvailable"
         assert during[0].headers["Retry-After"] == "1"
         assert after.status == 204
@@ -238,7 +238,7 @@ class TestStormFault:
 
 
 class TestConnectionFaults:
-    """Faults that break the connection instead of answering."""
+    """Faults that break the connection instead of responding."""
 
     async def test_disconnect(
         self, new_emulator: StartEmulator, http: aiohttp.ClientSession
@@ -297,16 +297,16 @@ class TestConnectionFaults:
         assert client.emulator.calls[-1].fault == "slow"
         assert client.emulator.calls[-1].status == 0
 
-    async def test_slow_then_answers(
+    async def test_slow_then_responds(
         self, new_emulator: StartEmulator, http: aiohttp.ClientSession
     ) -> None:
         """A patient client gets the normal response after the delay."""
         fault = {"kind": "slow", "delay_seconds": 0.3}
         client = await client_with_faults(new_emulator, http, fault)
         started = time.monotonic()
-        answer = await client.acquire()
+        response = await client.acquire()
 
-        assert answer.status == 204
+        assert response.status == 204
         assert time.monotonic() - started >= 0.3
         assert client.emulator.calls[-1].status == 204
 
@@ -342,74 +342,74 @@ async def raw_exchange(emulator: Emulator, token: str) -> bytes:
 class TestMalformedFaults:
     """Responses whose body or status a careful client must survive."""
 
-    async def answer_for(
+    async def response_for(
         self, new_emulator: StartEmulator, http: aiohttp.ClientSession, fault: dict[str, Any]
-    ) -> emulator_helpers.GraphAnswer:
+    ) -> emulator_helpers.CapturedResponse:
         """Start an emulator with ``fault`` on every request and return one response."""
         client = await client_with_faults(new_emulator, http, fault)
-        answer = await client.acquire()
+        response = await client.acquire()
 
         assert client.emulator.calls[-1].fault == fault["kind"]
-        assert client.emulator.calls[-1].status == answer.status
+        assert client.emulator.calls[-1].status == response.status
 
-        return answer
+        return response
 
     async def test_html(self, new_emulator: StartEmulator, http: aiohttp.ClientSession) -> None:
-        """html answers with a proxy's HTML error page."""
-        answer = await self.answer_for(new_emulator, http, {"kind": "html"})
+        """html sends a proxy's HTML error page."""
+        response = await self.response_for(new_emulator, http, {"kind": "html"})
 
-        assert answer.status == 502
-        assert answer.headers["Content-Type"].startswith("text/html")
-        assert answer.body.startswith(b"<html>")
-        assert b"502 Bad Gateway" in answer.body
+        assert response.status == 502
+        assert response.headers["Content-Type"].startswith("text/html")
+        assert response.body.startswith(b"<html>")
+        assert b"502 Bad Gateway" in response.body
 
     async def test_non_json(self, new_emulator: StartEmulator, http: aiohttp.ClientSession) -> None:
         """non_json claims JSON but sends plain text."""
-        answer = await self.answer_for(new_emulator, http, {"kind": "non_json", "status": 503})
+        response = await self.response_for(new_emulator, http, {"kind": "non_json", "status": 503})
 
-        assert answer.status == 503
-        assert answer.headers["Content-Type"].startswith("application/json")
+        assert response.status == 503
+        assert response.headers["Content-Type"].startswith("application/json")
         with pytest.raises(json.JSONDecodeError):
-            answer.json()
+            response.json()
 
     async def test_empty_body(
         self, new_emulator: StartEmulator, http: aiohttp.ClientSession
     ) -> None:
         """empty_body sends an error status with no body."""
-        answer = await self.answer_for(new_emulator, http, {"kind": "empty_body"})
+        response = await self.response_for(new_emulator, http, {"kind": "empty_body"})
 
-        assert answer.status == 503
-        assert answer.body == b""
-        assert answer.headers["Content-Length"] == "0"
+        assert response.status == 503
+        assert response.body == b""
+        assert response.headers["Content-Length"] == "0"
 
     async def test_truncated(
         self, new_emulator: StartEmulator, http: aiohttp.ClientSession
     ) -> None:
         """truncated sends the first half of a Graph error body."""
-        answer = await self.answer_for(new_emulator, http, {"kind": "truncated"})
+        response = await self.response_for(new_emulator, http, {"kind": "truncated"})
 
-        assert answer.status == 500
-        assert answer.body.startswith(b'{"error":{"code":"UnknownError"')
+        assert response.status == 500
+        assert response.body.startswith(b'{"error":{"code":"UnknownError"')
         with pytest.raises(json.JSONDecodeError):
-            answer.json()
+            response.json()
 
     async def test_unknown_status(
         self, new_emulator: StartEmulator, http: aiohttp.ClientSession
     ) -> None:
-        """unknown_status answers with a status HTTP does not define."""
-        answer = await self.answer_for(new_emulator, http, {"kind": "unknown_status"})
+        """unknown_status sends a status HTTP does not define."""
+        response = await self.response_for(new_emulator, http, {"kind": "unknown_status"})
 
-        assert answer.status == 599
-        assert answer.error["code"] == "UnknownError"
+        assert response.status == 599
+        assert response.error["code"] == "UnknownError"
 
     async def test_given_status(
         self, new_emulator: StartEmulator, http: aiohttp.ClientSession
     ) -> None:
         """A malformed fault uses the status given in the scenario."""
-        answer = await self.answer_for(new_emulator, http, {"kind": "html", "status": 504})
+        response = await self.response_for(new_emulator, http, {"kind": "html", "status": 504})
 
-        assert answer.status == 504
-        assert b"504 Gateway Timeout" in answer.body
+        assert response.status == 504
+        assert b"504 Gateway Timeout" in response.body
 
 
 class TestLatency:
@@ -433,10 +433,10 @@ class TestLatency:
         emulator = await new_emulator(latency_ms={"min": 180, "max": 200})
         client = await graph_client(emulator, http)
         started = time.monotonic()
-        answers = await asyncio.gather(*(client.acquire(object_id(n)) for n in range(10)))
+        responses = await asyncio.gather(*(client.acquire(object_id(n)) for n in range(10)))
         elapsed = time.monotonic() - started
 
-        assert all(answer.status == 204 for answer in answers)
+        assert all(response.status == 204 for response in responses)
         assert 0.18 <= elapsed < 1.0
 
     async def test_latency_spares_token_endpoint(

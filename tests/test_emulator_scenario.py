@@ -120,7 +120,7 @@ class TestScenarioModel:
         scenario = Scenario.model_validate(scenario_data())
 
         with pytest.raises(ValidationError):
-            scenario.seed = 3  # type: ignore[misc]
+            scenario.seed = 3
 
 
 class TestLoadScenarioErrors:

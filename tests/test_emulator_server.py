@@ -9,6 +9,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import aiohttp
@@ -84,10 +85,10 @@ class TestEmulatorProperties:
     ) -> None:
         """mint_token drops claims given as None."""
         client = GraphClient(emulator, http, emulator.mint_token(roles=None))
-        answer = await client.acquire()
+        response = await client.acquire()
 
-        assert answer.status == 401
-        assert answer.error["code"] == "UnknownError"
+        assert response.status == 401
+        assert response.error["code"] == "UnknownError"
 
 
 class TestTlsFiles:
@@ -149,6 +150,18 @@ class TestTlsFiles:
 
         assert not state_dir.exists()
 
+    async def test_failed_start_cleans_up(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A start that fails, here on a port in use, removes the temporary directory."""
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+        with socket.create_server(("127.0.0.1", 0)) as taken:
+            emulator = Emulator(make_scenario(), port=taken.getsockname()[1])
+            with pytest.raises(OSError, match="in use"):
+                await emulator.start()
+
+        assert os.listdir(tmp_path) == []
+
     async def test_state_dir_as_text(self, tmp_path: Path) -> None:
         """state_dir may be given as a string."""
         async with Emulator(make_scenario(), state_dir=str(tmp_path / "state")) as emulator:
@@ -177,10 +190,10 @@ class TestAddresses:
         """The emulator serves on ::1 with a bracketed URL and a certificate that matches."""
         async with Emulator(make_scenario(), host="::1", state_dir=tmp_path / "v6") as emulator:
             client = await graph_client(emulator, http)
-            answer = await client.acquire()
+            response = await client.acquire()
 
         assert emulator.url.startswith("https://[::1]:")
-        assert answer.status == 204
+        assert response.status == 204
 
     async def test_localhost(self, tmp_path: Path, http: aiohttp.ClientSession) -> None:
         """The emulator serves on localhost, and the certificate matches that name."""
@@ -188,10 +201,10 @@ class TestAddresses:
             make_scenario(), host="localhost", state_dir=tmp_path / "lh"
         ) as emulator:
             client = await graph_client(emulator, http)
-            answer = await client.acquire()
+            response = await client.acquire()
 
         assert emulator.url.startswith("https://localhost:")
-        assert answer.status == 204
+        assert response.status == 204
 
 
 class TestBuildApp:
@@ -296,7 +309,7 @@ class TestCommandLine:
     """``batchsync emulator`` as a function and as a process."""
 
     def test_rejects_non_loopback(self, capsys: pytest.CaptureFixture[str]) -> None:
-        """A non-loopback --host exits with 2 and says how to allow it."""
+        """A non-loopback --host exits with 2 and names the option that allows it."""
         assert main(["--host", "192.0.2.10"]) == 2
         assert "--allow-non-loopback" in capsys.readouterr().err
 
@@ -307,6 +320,16 @@ class TestCommandLine:
 
         assert main(["--scenario", str(path)]) == 2
         assert "invalid scenario" in capsys.readouterr().err
+
+    def test_open_state_dir(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A state directory that others can read exits with 2 before anything is written."""
+        state_dir = tmp_path / "shared"
+        state_dir.mkdir()
+        state_dir.chmod(0o755)
+
+        assert main(["--port", "0", "--state-dir", str(state_dir)]) == 2
+        assert "invalid --state-dir" in capsys.readouterr().err
+        assert list(state_dir.iterdir()) == []
 
     def test_port_in_use(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """A port in use exits with 1."""

@@ -39,7 +39,7 @@ OTHER_CLIENT_ID = "6a8b9c0d-1e2f-4a3b-8c4d-5e6f7a8b9c0d"
 
 
 class FakeClock:
-    """A clock that moves only when told to."""
+    """A clock that a test advances by hand."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -218,12 +218,12 @@ class TestGraphThrottling:
     async def test_write_limit_response(
         self, new_emulator: StartEmulator, http: aiohttp.ClientSession
     ) -> None:
-        """Past the write burst, Graph answers 429 TooManyRequests with its throttle headers."""
+        """Past the write burst, Graph sends 429 TooManyRequests with its throttle headers."""
         client = await throttled_client(new_emulator, http, writes={"burst": 3, "rate": 0.5})
-        answers = [await client.acquire(object_id(n)) for n in range(4)]
-        throttled = answers[3]
+        responses = [await client.acquire(object_id(n)) for n in range(4)]
+        throttled = responses[3]
 
-        assert [answer.status for answer in answers] == [204, 204, 204, 429]
+        assert [response.status for response in responses] == [204, 204, 204, 429]
         assert throttled.error["code"] == "TooManyRequests"
         assert throttled.error["message"] == "Too many requests."
         assert throttled.error["innerError"]["request-id"] == throttled.headers["request-id"]
@@ -257,22 +257,24 @@ class TestGraphThrottling:
     ) -> None:
         """x-ms-throttle-limit-percentage appears once usage passes 80%."""
         client = await throttled_client(new_emulator, http, writes={"burst": 10, "rate": 0.01})
-        answers = [await client.acquire(object_id(n)) for n in range(10)]
-        percentages = [answer.headers.get("x-ms-throttle-limit-percentage") for answer in answers]
+        responses = [await client.acquire(object_id(n)) for n in range(10)]
+        percentages = [
+            response.headers.get("x-ms-throttle-limit-percentage") for response in responses
+        ]
 
         assert percentages[:8] == [None] * 8
         assert percentages[8] == "0.90"
         assert percentages[9] == "1.00"
         assert client.emulator.calls[-1].throttle_percentage == "1.00"
-        assert answers[0].headers["x-ms-resource-unit"] == "1"
+        assert responses[0].headers["x-ms-resource-unit"] == "1"
 
     async def test_retries_keep_counting(
         self, new_emulator: StartEmulator, http: aiohttp.ClientSession
     ) -> None:
         """Throttled retries are charged, so the suggested wait grows."""
         client = await throttled_client(new_emulator, http, writes={"burst": 2, "rate": 1})
-        answers = [await client.acquire() for _ in range(5)]
-        waits = [int(answer.headers["Retry-After"]) for answer in answers[2:]]
+        responses = [await client.acquire() for _ in range(5)]
+        waits = [int(response.headers["Retry-After"]) for response in responses[2:]]
 
         assert waits == sorted(waits)
         assert waits[-1] > waits[0]
@@ -397,7 +399,7 @@ class TestTokenThrottling:
     async def test_plain_text_429(
         self, new_emulator: StartEmulator, http: aiohttp.ClientSession
     ) -> None:
-        """Past max_per_minute, the token endpoint answers 429 Too Many Requests in plain text."""
+        """Past max_per_minute, the token endpoint sends 429 Too Many Requests in plain text."""
         emulator = await new_emulator(tokens={"throttle": {"max_per_minute": 2}})
         client = GraphClient(emulator, http, "")
         form = {
@@ -407,12 +409,12 @@ class TestTokenThrottling:
             "scope": f"{emulator.graph_url}/.default",
         }
         path = f"/{TENANT_ID}/oauth2/v2.0/token"
-        answers = [await client.post_form(path, form) for _ in range(3)]
+        responses = [await client.post_form(path, form) for _ in range(3)]
 
-        assert [answer.status for answer in answers] == [200, 200, 429]
-        assert answers[2].body == b"Too Many Requests"
-        assert answers[2].headers["Retry-After"] == "60"
-        assert answers[2].headers["Content-Type"].startswith("text/plain")
+        assert [response.status for response in responses] == [200, 200, 429]
+        assert responses[2].body == b"Too Many Requests"
+        assert responses[2].headers["Retry-After"] == "60"
+        assert responses[2].headers["Content-Type"].startswith("text/plain")
         assert emulator.stats.throttled == 1
 
     async def test_msal_on_plain_text_429(self, new_emulator: StartEmulator) -> None:

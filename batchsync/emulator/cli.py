@@ -16,6 +16,7 @@ from pathlib import Path
 
 from batchsync.emulator.scenario import DEFAULT_SCENARIO_PATH, Scenario, load_scenario
 from batchsync.emulator.server import Emulator, is_loopback, serve_forever
+from batchsync.emulator.tls import prepare_state_dir
 
 __all__ = ["build_parser", "main"]
 
@@ -61,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``batchsync emulator`` and return the exit status.
 
     Exit status 0 means a clean stop by signal, 1 a failure to start (such as a port in
-    use), and 2 invalid arguments or an invalid scenario.
+    use), and 2 invalid arguments, an invalid scenario or an unusable state directory.
     """
     args = build_parser().parse_args(argv)
     if not args.allow_non_loopback and not is_loopback(args.host):
@@ -77,6 +78,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         print(f"batchsync emulator: invalid scenario: {error}", file=sys.stderr)
         return 2
+
+    if args.state_dir is not None:
+        try:
+            prepare_state_dir(args.state_dir)
+        except (ValueError, OSError) as error:
+            print(f"batchsync emulator: invalid --state-dir: {error}", file=sys.stderr)
+            return 2
 
     try:
         asyncio.run(_serve_until_signal(scenario, args))

@@ -444,37 +444,44 @@ def _check_roles(claims: Mapping[str, Any]) -> None:
 
 def _check_body(body: Any) -> None:
     """Validate ``{"credentials": [{"key": ..., "value": ...}]}`` and every key's spelling."""
+    for item in _credential_items(body):
+        if item["key"] not in SYNCHRONIZATION_SECRET_KEYS:
+            message = f"Requested value '{item['key']}' was not found."
+            raise GraphError(500, "InternalError", message)
+
+
+def _credential_items(body: Any) -> list[dict[str, Any]]:
+    """Return the items of ``credentials``, or raise 400 unless each has string key and value."""
     if body is None:
         raise GraphError(400, "BadRequest", _EMPTY_PAYLOAD)
 
     items = body.get("credentials") if isinstance(body, dict) else None
     if not isinstance(items, list):
-        # NOTE: the text of this message is a guess; Graph's response to a body without
-        # `credentials` is not documented.
+        # NOTE: the text of this message is a guess, because Graph's response to a body
+        # without `credentials` is not documented.
         raise GraphError(
             400,
             "BadRequest",
             "The request body must contain a 'credentials' collection of "
             "synchronizationSecretKeyStringValuePair.",
         )
-
     for item in items:
-        if not (
-            isinstance(item, dict)
-            and isinstance(item.get("key"), str)
-            and isinstance(item.get("value"), str)
-        ):
+        if not _is_key_value_pair(item):
             raise GraphError(
                 400,
                 "BadRequest",
                 "Each item of 'credentials' must have string properties 'key' and 'value'.",
             )
 
-    for item in items:
-        if item["key"] not in SYNCHRONIZATION_SECRET_KEYS:
-            raise GraphError(
-                500, "InternalError", f"Requested value '{item['key']}' was not found."
-            )
+    return items
+
+
+def _is_key_value_pair(item: Any) -> bool:
+    return (
+        isinstance(item, dict)
+        and isinstance(item.get("key"), str)
+        and isinstance(item.get("value"), str)
+    )
 
 
 def _storm_error(storm: StormFault) -> GraphError:

@@ -13,6 +13,7 @@ import ipaddress
 import random
 import shutil
 import socket
+import ssl
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -145,7 +146,17 @@ class Emulator:
         await self.close()
 
     async def start(self) -> None:
-        """Write the TLS files, bind the port and start serving."""
+        """Write the TLS files, bind the port and start serving.
+
+        On failure, whatever was set up is closed again before the error propagates.
+        """
+        try:
+            await self._start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _start(self) -> None:
         if self._state_dir is None:
             self._state_dir = Path(tempfile.mkdtemp(prefix="batchsync-emulator-"))
             self._owns_state_dir = True
@@ -153,17 +164,23 @@ class Emulator:
         self._tls = create_server_tls(self._state_dir, extra_names)
 
         listener = _listen(self._host, self._port)
+        try:
+            await self._serve(listener, self._tls.context)
+        except BaseException:
+            listener.close()
+            raise
+
+        logger.info("emulator.listening", url=self._url, ca_path=str(self._tls.ca_path))
+
+    async def _serve(self, listener: socket.socket, context: ssl.SSLContext) -> None:
         self._url = _format_url(self._host, listener.getsockname()[1])
         app = build_app(self.scenario, url=self._url, log=self._log)
         self._runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=_SHUTDOWN_TIMEOUT_SECONDS
         )
         await self._runner.setup()
-        site = web.SockSite(
-            self._runner, listener, ssl_context=self._tls.context, backlog=_LISTEN_BACKLOG
-        )
+        site = web.SockSite(self._runner, listener, ssl_context=context, backlog=_LISTEN_BACKLOG)
         await site.start()
-        logger.info("emulator.started", url=self._url, ca_path=str(self._tls.ca_path))
 
     async def close(self) -> None:
         """Stop serving and delete the state directory if the emulator created it."""
