@@ -378,6 +378,7 @@ class TestGraphSuccess:
         assert response.headers["client-request-id"] == client_request_id
         assert "ServerInfo" in response.headers["x-ms-ags-diagnostic"]
         assert response.headers["Date"].endswith(" GMT")
+        assert response.headers["x-ms-resource-unit"] == "1"
 
     async def test_client_request_id_defaults(self, graph: GraphClient) -> None:
         """Without client-request-id, the echoed one equals request-id."""

@@ -347,14 +347,17 @@ class GraphService:
             ) from error
 
     def _charge(self, call: _GraphCall, claims: Mapping[str, Any]) -> None:
-        """Charge the request to its (app, tenant) buckets; raise 429 when over a limit."""
+        """Charge the request to its (app, tenant) buckets; raise 429 when over a limit.
+
+        The charge is reported in ``x-ms-resource-unit`` even when throttling is off.
+        """
+        call.charged = True
         if self._throttle is None:
             return
 
         app_id = str(claims.get("appid", ""))
         tenant_id = str(claims.get("tid", ""))
         decision = self._throttle.charge(app_id, tenant_id)
-        call.charged = True
         call.throttle_percentage = format_usage(decision.usage)
         if decision.exceeded is None:
             return
