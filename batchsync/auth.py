@@ -58,13 +58,19 @@ def build_client_application(auth: AuthSettings, endpoints: Endpoints, tenant: s
     MSAL fetches the tenant's OpenID configuration here, so this blocks: call it in a thread.
 
     Raises:
-        AuthError: the tenant is unknown or the login host cannot be reached.
+        AuthError: the tenant is unknown, the login host cannot be reached, or the CA bundle
+            for it cannot be read or written to a temporary file.
         CredentialError: the client secret, certificate or federated token does not resolve,
             or no client id is given for workload identity.
     """
-    session = PinnedVerifySession(
-        combined_ca_file(endpoints.ca_bundle), TOKEN_REQUEST_TIMEOUT_SECONDS
-    )
+    try:
+        verify = combined_ca_file(endpoints.ca_bundle)
+    except OSError as exc:
+        # The extra CA was readable at validation, but it may have been removed since, or the
+        # temporary folder may be full.
+        message = f"cannot prepare the CA bundle for the login host: {exc.strerror or exc}"
+        raise AuthError("tls_error", message) from None
+    session = PinnedVerifySession(verify, TOKEN_REQUEST_TIMEOUT_SECONDS)
     try:
         if auth.managed_identity is not None:
             return _managed_identity_client(auth.managed_identity, session)
@@ -82,17 +88,36 @@ def _confidential_client(
         client_id = client_id or _workload_identity_client_id()
     credential = _client_credential(auth)
     known_host = not is_loopback_url(endpoints.login) and endpoints.ca_bundle is None
-    return call_msal(
-        msal.ConfidentialClientApplication,
-        client_id,
-        client_credential=credential,
-        authority=f"{endpoints.login.rstrip('/')}/{tenant}",
-        http_client=session,
-        # Instance discovery asks login.microsoftonline.com about the authority host, which a
-        # custom endpoint (a private proxy, the emulator) must not depend on.
-        instance_discovery=known_host,
-        app_name="batchsync",
-    )
+    authority = f"{endpoints.login.rstrip('/')}/{tenant}"
+    try:
+        return call_msal(
+            msal.ConfidentialClientApplication,
+            client_id,
+            client_credential=credential,
+            authority=authority,
+            http_client=session,
+            # Instance discovery asks login.microsoftonline.com about the authority host, which
+            # a custom endpoint (a private proxy, the emulator) must not depend on.
+            instance_discovery=known_host,
+            app_name="batchsync",
+        )
+    except AuthError as exc:
+        if exc.error != "invalid_authority":
+            raise
+        raise _discovery_error(session, authority) or exc from None
+
+
+def _discovery_error(session: PinnedVerifySession, authority: str) -> AuthError | None:
+    """Fetch the tenant's OpenID configuration again to read the AADSTS error MSAL hides."""
+    try:
+        response = session.get(f"{authority}/v2.0/.well-known/openid-configuration")
+        body = response.json()
+    except (requests.RequestException, ValueError):
+        return None
+    if not isinstance(body, dict) or "error" not in body:
+        return None
+
+    return _auth_error(body)
 
 
 def _managed_identity_client(
@@ -280,8 +305,9 @@ class TokenProvider:
 def call_msal(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call an MSAL function, turning its transport and configuration exceptions into AuthError.
 
-    MSAL raises ``requests`` exceptions when the login host cannot be reached and ``ValueError``
-    when tenant discovery fails (an unknown tenant answers the OpenID configuration with 400).
+    MSAL raises ``requests`` exceptions when the login host cannot be reached, and ``ValueError``
+    both when tenant discovery fails (an unknown tenant answers the OpenID configuration with
+    400) and when the token endpoint answers with a body that is not JSON (its plain-text 429).
     """
     try:
         return function(*args, **kwargs)
@@ -292,7 +318,11 @@ def call_msal(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         message = f"cannot reach the login host: {type(exc).__name__}"
         raise AuthError("connection_error", message) from None
     except ValueError as exc:
-        raise AuthError("invalid_authority", _first_line(str(exc))) from None
+        text = _first_line(str(exc))
+        if "authority" in text.lower():
+            raise AuthError("invalid_authority", text) from None
+        message = "the token endpoint answered with a body that is not JSON; it may be throttling this client, try again in a minute"
+        raise AuthError("token_endpoint_error", message) from None
 
 
 def _first_line(text: str) -> str:

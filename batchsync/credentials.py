@@ -86,8 +86,8 @@ def resolve(reference: Reference) -> Secret:
     """Resolve ``reference`` to its value.
 
     Raises:
-        CredentialError: the variable is unset or empty, or the file is missing, unreadable,
-            empty, too large or not UTF-8.
+        CredentialError: the variable is unset, empty or not valid UTF-8, or the file is
+            missing, unreadable, not a regular file, empty, too large or not UTF-8.
     """
     if reference.kind == "env":
         value = _read_env(reference)
@@ -123,6 +123,16 @@ def _read_env(reference: Reference) -> str:
             f'environment variable "{reference.target}" is empty',
             fix="set it to the credential or change the reference",
         )
+    # Python decodes bytes that are not UTF-8 to lone surrogates, which the JSON request body
+    # cannot carry.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CredentialError(
+            str(reference),
+            f'environment variable "{reference.target}" is not valid UTF-8',
+            fix="set it to UTF-8 text",
+        ) from None
 
     return value
 
@@ -130,11 +140,9 @@ def _read_env(reference: Reference) -> str:
 def _read_file(reference: Reference) -> str:
     path = reference.path
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            reason = f"file {path} is {size} bytes, more than the {MAX_FILE_BYTES} a secret may be"
-            raise CredentialError(str(reference), reason, fix="check the path")
-        data = path.read_bytes()
+        _check_file_type(reference, path.stat())
+        with path.open("rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise CredentialError(
             str(reference), f"file {path} does not exist", fix="create it or fix the path"
@@ -149,8 +157,31 @@ def _read_file(reference: Reference) -> str:
         ) from None
     except OSError as exc:
         raise CredentialError(str(reference), f"cannot read file {path}: {exc.strerror}") from None
+    if len(data) > MAX_FILE_BYTES:
+        reason = f"file {path} is more than the {MAX_FILE_BYTES} bytes a secret may be"
+        raise CredentialError(str(reference), reason, fix="check the path")
 
     return _decode_file(reference, data)
+
+
+def _check_file_type(reference: Reference, status: os.stat_result) -> None:
+    """Reject what is not a regular file: reading a FIFO blocks and /dev/zero never ends."""
+    path = reference.path
+    if stat.S_ISDIR(status.st_mode):
+        raise CredentialError(
+            str(reference), f"{path} is a directory", fix="name the file inside it"
+        )
+    if not stat.S_ISREG(status.st_mode):
+        raise CredentialError(
+            str(reference),
+            f"{path} is not a regular file (a FIFO, socket or device)",
+            fix="point the reference at a regular file",
+        )
+    if status.st_size > MAX_FILE_BYTES:
+        reason = (
+            f"file {path} is {status.st_size} bytes, more than the {MAX_FILE_BYTES} a secret may be"
+        )
+        raise CredentialError(str(reference), reason, fix="check the path")
 
 
 def _decode_file(reference: Reference, data: bytes) -> str:

@@ -105,7 +105,7 @@ async def _read_answer(response: aiohttp.ClientResponse, client_request_id: str)
     if 200 <= response.status < 300:
         await response.read()
         return GraphAnswer(response.status, request_id, echoed, limit_percentage(response.headers))
-    raw = await response.content.read(MAX_ERROR_BODY_BYTES)
+    raw = await _read_error_body(response)
     code, message = _error_fields(response, raw)
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
     error_class = GraphResponseError
@@ -120,6 +120,21 @@ async def _read_answer(response: aiohttp.ClientResponse, client_request_id: str)
         client_request_id=echoed,
         retry_after=retry_after,
     )
+
+
+async def _read_error_body(response: aiohttp.ClientResponse) -> bytes:
+    # StreamReader.read(n) returns as soon as any bytes arrive, so one call can return only the
+    # first TLS record of a body. Read until the end of the body or the limit.
+    chunks: list[bytes] = []
+    size = 0
+    while size < MAX_ERROR_BODY_BYTES:
+        chunk = await response.content.read(MAX_ERROR_BODY_BYTES - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+
+    return b"".join(chunks)
 
 
 def limit_percentage(headers: CIMultiDictProxy[str]) -> float | None:
@@ -147,17 +162,24 @@ def _error_fields(response: aiohttp.ClientResponse, raw: bytes) -> tuple[str, st
     if error is not None:
         code = str(error.get("code") or fallback_code)
         return code, redact_text(str(error.get("message") or ""))
-    content_type = response.headers.get("Content-Type", "no content type")
-    if not raw:
-        return (
-            fallback_code,
-            f"HTTP {response.status} {response.reason or ''} with an empty body".replace("  ", " "),
-        )
 
-    return (
-        fallback_code,
-        f"HTTP {response.status} with a body that is not a Graph error ({content_type}, {len(raw)} bytes)",
-    )
+    return fallback_code, _describe_body(response, raw)
+
+
+def _describe_body(response: aiohttp.ClientResponse, raw: bytes) -> str:
+    """Describe an error body that contains no Graph error: empty, cut off, or something else."""
+    status = response.status
+    if not raw:
+        return f"HTTP {status} {response.reason or ''} with an empty body".replace("  ", " ")
+    # The media type without parameters such as charset.
+    media_type = response.headers.get("Content-Type", "").split(";")[0].strip() or "no content type"
+    size = f"{len(raw)} bytes"
+    if len(raw) >= MAX_ERROR_BODY_BYTES and not response.content.at_eof():
+        size = f"more than {MAX_ERROR_BODY_BYTES} bytes"
+    elif _looks_cut_off(raw):
+        return f"HTTP {status} with a JSON body that is cut off ({media_type}, {size})"
+
+    return f"HTTP {status} with a body that is not a Graph error ({media_type}, {size})"
 
 
 def _graph_error(raw: bytes) -> dict[str, Any] | None:
@@ -170,6 +192,16 @@ def _graph_error(raw: bytes) -> dict[str, Any] | None:
     error = document.get("error")
 
     return error if isinstance(error, dict) else None
+
+
+def _looks_cut_off(raw: bytes) -> bool:
+    """Return whether ``raw`` starts like a JSON object or array but does not end like one.
+
+    Call it only for bodies that did not parse as JSON.
+    """
+    text = raw.strip()
+
+    return text[:1] in (b"{", b"[") and text[-1:] not in (b"}", b"]")
 
 
 def _describe(exc: BaseException) -> str:

@@ -103,10 +103,18 @@ class ReportWriter:
             os.fsync(self._file.fileno())
 
     def close(self) -> None:
-        """Close the file; safe to call twice."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Close the file; safe to call twice.
+
+        Raises:
+            ReportError: the lines still buffered cannot be written, as after a failed write.
+        """
+        file, self._file = self._file, None
+        if file is None:
+            return
+        try:
+            file.close()
+        except OSError as exc:
+            raise ReportError(self.path, exc.strerror or str(exc)) from None
 
     def _write(self, record: dict[str, Any]) -> None:
         if self._file is None:
@@ -123,10 +131,18 @@ def _make_private_dir(directory: Path) -> None:
         if not os.access(directory, os.W_OK):
             raise ReportError(directory, "the folder is not writable")
         return
+    if directory.exists():
+        raise ReportError(directory, "it is not a folder; choose another --report path")
+    # Path.mkdir(parents=True) would create the missing parents with the default mode, so each
+    # missing folder is created here, owner-only.
+    missing = [directory]
+    while not missing[-1].parent.exists() and missing[-1].parent != missing[-1]:
+        missing.append(missing[-1].parent)
     try:
-        directory.mkdir(mode=0o700, parents=True)
+        for folder in reversed(missing):
+            folder.mkdir(mode=0o700)
     except OSError as exc:
-        raise ReportError(directory, f"cannot create the folder: {exc.strerror}") from None
+        raise ReportError(folder, f"cannot create the folder: {exc.strerror}") from None
 
 
 def _check_free_space(path: Path, needed: int) -> None:
@@ -135,4 +151,4 @@ def _check_free_space(path: Path, needed: int) -> None:
     except OSError as exc:
         raise ReportError(path, exc.strerror or str(exc)) from None
     if free < needed:
-        raise ReportError(path, f"only {free} bytes free, the report needs about {needed}")
+        raise ReportError(path, f"only {free} bytes free, the report needs about {needed} bytes")

@@ -18,6 +18,7 @@ finished gets a ``cancelled`` line, so the report always has exactly one line pe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections import Counter
@@ -139,14 +140,17 @@ class Runner:
         """Call acquireAccessToken for ``target`` and write its one report line."""
         started_at, started = utc_now(), time.monotonic()
         progress = TargetProgress()
-        with structlog.contextvars.bound_contextvars(
-            target=target.name, object_id=target.object_id
+        # The credential values stay registered for redaction until the outcome is logged, so
+        # that a value quoted in an exception message is blanked from the log as well.
+        with (
+            structlog.contextvars.bound_contextvars(target=target.name, object_id=target.object_id),
+            contextlib.ExitStack() as secrets,
         ):
             log.debug("target.started")
             try:
                 credentials = [(key, resolve(reference)) for key, reference in target.credentials]
-                with in_flight(value.reveal() for _, value in credentials):
-                    answer = await self._with_retries(target, credentials, progress)
+                secrets.enter_context(in_flight(value.reveal() for _, value in credentials))
+                answer = await self._with_retries(target, credentials, progress)
                 result = _succeeded(target, started_at, started, progress, answer)
             except asyncio.CancelledError:
                 self._write(
@@ -242,10 +246,11 @@ class Runner:
 
     def _error_fields(self, exc: Exception) -> tuple[int | None, str, str]:
         if isinstance(exc, GraphResponseError):
-            message = exc.message
+            message = exc.message or f"HTTP {exc.status} {exc.code} with an empty message"
             retry_after = exc.retry_after
-            if retry_after is not None and retry_after > self._policy.max_retry_after_seconds:
-                message = f"{message} (Graph asked to wait {retry_after:g} s, longer than limits.max_retry_after_seconds = {self._policy.max_retry_after_seconds:g} s)".lstrip()
+            maximum = self._policy.max_retry_after_seconds
+            if retry_after is not None and retry_after > maximum:
+                message = f"{message}; Graph asked to wait {retry_after:g} s, longer than limits.max_retry_after_seconds ({maximum:g} s), so the target was not retried"
             return exc.status, exc.code, message
         if isinstance(exc, GraphError):
             return None, exc.code, exc.message

@@ -12,8 +12,8 @@ from batchsync.job import EXIT_AUTH, EXIT_FAILED, EXIT_OK
 
 from .conftest import (
     CANARY_CLIENT_ID,
-    CLIENT_ID,
     CANARY_SECRET,
+    CLIENT_ID,
     CLIENT_SECRET,
     MISSING_ID,
     TENANT_ID,
@@ -238,6 +238,7 @@ class TestAuthentication:
         )
 
         assert result.exit_code == EXIT_AUTH
+        assert "AADSTS90002" in result.stdout
         assert [c for c in emulator.calls if c.endpoint == "graph"] == []
 
 
