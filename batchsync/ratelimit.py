@@ -20,7 +20,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from batchsync.log import get_logger
+
 __all__ = ["RateLimiter", "RateStats"]
+
+log = get_logger(__name__)
 
 # Lowest rate the adaptation may reach, as a fraction of the configured one; keeps a run moving.
 MIN_RATE_FRACTION = 1 / 200
@@ -35,7 +39,7 @@ PRESSURE_USAGE = 0.85
 PRESSURE_DECREASE = 0.2
 # Usage at which the first sign of pressure cuts the rate at once: the next calls may be throttled.
 URGENT_USAGE = 0.98
-REACTION_SECONDS = 0.1
+REACTION_SECONDS = 0.3
 # Usage above which the rate only holds, even while usage falls.
 HOLD_USAGE = 0.95
 # Decrease on a 429, applied once per cool-down however many workers see one.
@@ -121,7 +125,7 @@ class RateLimiter:
         if not self.adaptive or now < self._throttled_until:
             return
         self._throttled_until = now + THROTTLED_COOLDOWN_SECONDS
-        self._cut(now, THROTTLED_DECREASE)
+        self._cut(now, THROTTLED_DECREASE, "throttled")
         # A 429 means the limit is somewhere below the old rate: grow back only slowly from here.
         self._pressure_rate = self.rate
 
@@ -155,7 +159,7 @@ class RateLimiter:
         rising = previous is not None and usage > previous
         urgent = previous is None and usage >= URGENT_USAGE
         if (urgent or (rising and usage >= PRESSURE_USAGE)) and now >= self._cut_until:
-            self._cut(now, PRESSURE_DECREASE)
+            self._cut(now, PRESSURE_DECREASE, "usage")
         elif not rising and usage < HOLD_USAGE:
             # Usage holds or falls, so the rate is at or below the limit: creep up towards it.
             self._grow_slowly(elapsed)
@@ -164,10 +168,17 @@ class RateLimiter:
         step = SLOW_GROWTH_PER_SECOND * min(self._pressure_rate, self.max_rate) * elapsed
         self._set_rate(self.rate + step)
 
-    def _cut(self, now: float, fraction: float) -> None:
+    def _cut(self, now: float, fraction: float, reason: str) -> None:
         self._pressure_rate = self.rate
         self._cut_until = now + REACTION_SECONDS
         self._set_rate(self.rate * (1 - fraction))
+        log.info(
+            "ratelimit.decreased",
+            reason=reason,
+            rate=round(self.rate, 2),
+            from_rate=round(self._pressure_rate, 2),
+            usage=self._last_usage,
+        )
 
     def _reserve(self, now: float) -> float:
         # GCRA: a request may start once the theoretical arrival time is within the burst

@@ -65,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--fixed-rate", action="store_true", help="turn the client's adaptation off"
     )
+    parser.add_argument("--keep-log", type=Path, help="copy the client's JSON log here")
 
     return parser
 
@@ -138,6 +139,8 @@ def _run_client(workdir: Path, url: str, args: argparse.Namespace) -> dict[str, 
     with (workdir / "client.log").open("w") as log:
         subprocess.run(command, env=environment, stdout=subprocess.DEVNULL, stderr=log, check=False)
     wall = time.monotonic() - started
+    if args.keep_log is not None:
+        args.keep_log.write_bytes((workdir / "client.log").read_bytes())
     summary = json.loads(report.read_text(encoding="utf-8").splitlines()[-1])
 
     return _figures(summary, wall, args)
