@@ -60,17 +60,24 @@ class JobOptions:
 
 
 class _Signals:
-    """First SIGINT/SIGTERM: stop taking targets, cancel after the grace period. Second: cancel now."""
+    """Turn SIGINT and SIGTERM into an orderly stop, from the run line to the summary line.
 
-    def __init__(self, runner: Runner, grace_seconds: float) -> None:
+    First signal: no new target starts, and what is in flight (the sign-in or the targets) may
+    finish for the grace period, after which it is cancelled. Second signal: cancel now. Later
+    signals change nothing. The handlers stay installed until the summary is written, so no
+    signal kills the process while it writes the lines of the targets not finished.
+    """
+
+    def __init__(self, grace_seconds: float) -> None:
         self.received: signal.Signals | None = None
-        self._runner = runner
         self._grace = grace_seconds
-        self._task: asyncio.Task[RunTotals] | None = None
+        self._runner: Runner | None = None
+        self._sign_in: asyncio.Task[TokenProvider] | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._cancel_requested = False
 
     @contextlib.contextmanager
-    def installed(self, task: asyncio.Task[RunTotals]) -> Iterator[None]:
-        self._task = task
+    def installed(self) -> Iterator[None]:
         loop = asyncio.get_running_loop()
         for number in EXIT_SIGNAL:
             loop.add_signal_handler(number, self._on_signal, number)
@@ -79,21 +86,59 @@ class _Signals:
         finally:
             for number in EXIT_SIGNAL:
                 loop.remove_signal_handler(number)
+            if self._deadline is not None:
+                self._deadline.cancel()
+
+    async def sign_in(self, manifest: Manifest) -> TokenProvider | None:
+        """Sign in; return None when the grace period or a second signal cancelled the sign-in.
+
+        Raises:
+            AuthError: Entra ID refused the sign-in.
+            CredentialError: the client secret or certificate does not resolve.
+        """
+        task = asyncio.create_task(_sign_in(manifest))
+        self._sign_in = task
+        if self._cancel_requested:
+            task.cancel()
+        try:
+            return await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            return None
+        finally:
+            self._sign_in = None
+
+    def watch(self, runner: Runner) -> None:
+        """Apply the signals received so far, and any later ones, to ``runner``."""
+        self._runner = runner
+        if self.received is not None:
+            runner.stop()
+        if self._cancel_requested:
+            runner.cancel()
 
     def _on_signal(self, number: signal.Signals) -> None:
-        loop = asyncio.get_running_loop()
         if self.received is not None:
-            log.warning("run.cancelling", signal=number.name, reason="second signal")
-            self._cancel()
+            self._cancel(number, "second signal")
             return
         self.received = number
         log.warning("run.stopping", signal=number.name, grace_seconds=self._grace)
-        self._runner.stop()
-        loop.call_later(self._grace, self._cancel)
+        if self._runner is not None:
+            self._runner.stop()
+        self._deadline = asyncio.get_running_loop().call_later(
+            self._grace, self._cancel, number, "grace period over"
+        )
 
-    def _cancel(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+    def _cancel(self, number: signal.Signals, reason: str) -> None:
+        if self._cancel_requested:
+            return
+        self._cancel_requested = True
+        log.warning("run.cancelling", signal=number.name, reason=reason)
+        if self._runner is not None:
+            self._runner.cancel()
+        if self._sign_in is not None:
+            self._sign_in.cancel()
 
 
 async def run_job(manifest: Manifest, options: JobOptions, *, out: TextIO = sys.stdout) -> int:
@@ -136,10 +181,11 @@ class _Job:
         self.run_id = str(uuid.uuid4())
         self.concurrency = options.concurrency or manifest.limits.concurrency
         self.rate = options.rate or manifest.limits.requests_per_second
+        self.signals = _Signals(options.grace_seconds)
 
     async def run(self) -> int:
         # Every event of the run carries its run_id, so a log store can group a run's events.
-        with structlog.contextvars.bound_contextvars(run_id=self.run_id):
+        with structlog.contextvars.bound_contextvars(run_id=self.run_id), self.signals.installed():
             return await self._run()
 
     async def _run(self) -> int:
@@ -155,9 +201,12 @@ class _Job:
         if all((t.name, t.object_id) in self.done for t in self.targets):
             return await self._run_targets(None)
         try:
-            tokens = await _sign_in(self.manifest)
+            tokens = await self.signals.sign_in(self.manifest)
         except (AuthError, CredentialError) as exc:
             return _auth_failed(self.targets, self.report, self.run_id, exc, self.out)
+        if tokens is None:
+            # A signal ended the sign-in, so the runner starts stopped and cancels every target.
+            return await self._run_targets(None)
         try:
             return await self._run_targets(tokens)
         finally:
@@ -187,12 +236,12 @@ class _Job:
                 concurrency=self.concurrency,
                 done=self.done,
             )
-            signals = _Signals(runner, self.options.grace_seconds)
-            task = asyncio.create_task(runner.run(self.targets))
-            with signals.installed(task):
-                totals = await _wait_for(task, runner)
+            self.signals.watch(runner)
+            totals = await runner.run(self.targets)
+            # A signal after the last target finished interrupted nothing.
+            received = self.signals.received
 
-        return _finish(self.report, self.run_id, totals, limiter, signals.received, self.out)
+        return _finish(self.report, self.run_id, totals, limiter, received, self.out)
 
     def _run_fields(self) -> dict[str, object]:
         manifest = self.manifest
@@ -210,15 +259,6 @@ class _Job:
         }
 
 
-async def _wait_for(task: asyncio.Task[RunTotals], runner: Runner) -> RunTotals:
-    # The task writes a line for every target even when it is cancelled, so its totals are
-    # complete whichever way it ends.
-    with contextlib.suppress(asyncio.CancelledError):
-        return await task
-
-    return runner.totals
-
-
 async def _sign_in(manifest: Manifest) -> TokenProvider:
     application = await asyncio.to_thread(
         build_client_application, manifest.auth, manifest.endpoints, manifest.tenant
@@ -226,7 +266,7 @@ async def _sign_in(manifest: Manifest) -> TokenProvider:
     tokens = TokenProvider(application, manifest.endpoints.scope)
     try:
         await tokens.get()
-    except AuthError:
+    except (AuthError, asyncio.CancelledError):
         tokens.close()
         raise
 

@@ -11,8 +11,9 @@ of targets. The call path is layered one concern per method::
                 └── GraphClient.post_acquire_access_token   one HTTP request
 
 Targets that an earlier report shows as done (``--resume``) get a ``skipped`` line and no call.
-When the run is stopped (:meth:`Runner.stop`), workers take no new target, and every target not
-finished gets a ``cancelled`` line, so the report always has exactly one line per target.
+When the run is stopped (:meth:`Runner.stop`), workers take no new target. :meth:`Runner.cancel`
+also cancels the targets in flight. Every target not finished gets a ``cancelled`` line, so the
+report always has exactly one line per target.
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ class Runner:
         self._concurrency = concurrency
         self._done = done
         self._stopping = asyncio.Event()
+        self._cancelled = False
+        self._workers: list[asyncio.Task[None]] = []
         self.totals = RunTotals()
 
     @property
@@ -101,13 +104,31 @@ class Runner:
         """Take no new target; targets in flight go on until they finish or are cancelled."""
         self._stopping.set()
 
+    def cancel(self) -> None:
+        """Stop, and cancel the targets in flight; :meth:`run` still writes every line.
+
+        Safe to call at any time and more than once, also before :meth:`run` starts or after
+        it returns. It cancels only the workers, never the task running :meth:`run`, so it
+        cannot interrupt :meth:`run` while that writes the lines of the targets not finished.
+        """
+        self.stop()
+        self._cancelled = True
+        for worker in self._workers:
+            worker.cancel()
+
     async def run(self, targets: Iterable[Target]) -> RunTotals:
         """Process every target and write its report line; return the totals."""
         started = time.monotonic()
         pending = iter(targets)
         workers = [asyncio.create_task(self._worker(pending)) for _ in range(self._concurrency)]
+        self._workers = workers
         try:
             await asyncio.gather(*workers)
+        except asyncio.CancelledError:
+            # cancel() cancels the workers, and gather passes that on as CancelledError. A
+            # cancellation of the task running this method still reaches the caller.
+            if not self._cancelled or _cancelling():
+                raise
         finally:
             for worker in workers:
                 worker.cancel()
@@ -265,6 +286,13 @@ class Runner:
         if result.status == "failed" and result.error is not None:
             self.totals.failures[result.error["code"]] += 1
         _log_outcome(result)
+
+
+def _cancelling() -> bool:
+    """Return whether the current task has a pending cancellation request."""
+    task = asyncio.current_task()
+
+    return task is not None and task.cancelling() > 0
 
 
 def log_retry(state: RetryCallState, wait: float) -> None:
