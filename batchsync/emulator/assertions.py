@@ -26,6 +26,8 @@ __all__ = [
     "CLIENT_ASSERTION_TYPE",
     "InvalidClientAssertionError",
     "RegisteredCertificate",
+    "check_assertion_lifetime",
+    "is_signed_by_certificate",
     "verify_client_assertion",
 ]
 
@@ -33,15 +35,29 @@ CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # MSAL Python signs with PS256 when given the certificate (so it has the SHA-256
 # thumbprint), and with RS256 when given only a SHA-1 thumbprint.
 _ALGORITHMS = ["RS256", "PS256", "ES256"]
+# PyJWT checks the signature only; the claims are checked afterwards, each with Entra's code.
+_SIGNATURE_ONLY: Options = {
+    "verify_exp": False,
+    "verify_nbf": False,
+    "verify_iat": False,
+    "verify_aud": False,
+}
 
 
 class InvalidClientAssertionError(Exception):
-    """Entra rejected the client assertion; ``code`` is the AADSTS number."""
+    """Entra rejected the client assertion; ``code`` is the AADSTS number.
 
-    def __init__(self, code: int, message: str) -> None:
+    ``status`` and ``error`` are the HTTP status and OAuth error code of the response.
+    """
+
+    def __init__(
+        self, code: int, message: str, *, status: int = 401, error: str = "invalid_client"
+    ) -> None:
         super().__init__(f"AADSTS{code}: {message}")
         self.code = code
         self.message = message
+        self.status = status
+        self.error = error
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +115,7 @@ def verify_client_assertion(
     Raises:
         InvalidClientAssertionError: names what failed, with Entra's AADSTS code.
     """
-    try:
-        header = jwt.get_unverified_header(assertion)
-    except jwt.InvalidTokenError as error:
-        raise InvalidClientAssertionError(50027, "JWT token is invalid or malformed.") from error
-
+    header = _unverified_header(assertion)
     claims = _verified_claims(assertion, header, certificates)
     if claims.get("aud") not in token_endpoints:
         # NOTE: Entra's code for a wrong audience is not documented; 50027 is a guess.
@@ -118,7 +130,29 @@ def verify_client_assertion(
         raise InvalidClientAssertionError(
             700021, "Client assertion application identifier doesn't match 'client_id' parameter."
         )
-    _check_lifetime(claims, skew_seconds)
+    check_assertion_lifetime(claims, skew_seconds)
+
+
+def is_signed_by_certificate(assertion: str, certificates: Sequence[RegisteredCertificate]) -> bool:
+    """Return whether one of ``certificates`` signed ``assertion``, expired or not.
+
+    Claims are not checked, and a malformed assertion returns False.
+    """
+    try:
+        header = jwt.get_unverified_header(assertion)
+    except jwt.InvalidTokenError:
+        return False
+
+    candidates = _candidate_certificates(header, certificates)
+
+    return any(_signed_claims(assertion, cert) is not None for cert in candidates)
+
+
+def _unverified_header(assertion: str) -> Mapping[str, Any]:
+    try:
+        return jwt.get_unverified_header(assertion)
+    except jwt.InvalidTokenError as error:
+        raise InvalidClientAssertionError(50027, "JWT token is invalid or malformed.") from error
 
 
 def _verified_claims(
@@ -134,12 +168,6 @@ def _verified_claims(
             f"used by client: '{thumbprint}']",
         )
 
-    options: Options = {
-        "verify_exp": False,
-        "verify_nbf": False,
-        "verify_iat": False,
-        "verify_aud": False,
-    }
     for certificate in candidates:
         if certificate.not_after < datetime.now(UTC):
             raise InvalidClientAssertionError(
@@ -147,18 +175,25 @@ def _verified_claims(
                 "Client assertion contains an invalid signature. [Reason - The key used is "
                 "expired.]",
             )
-        try:
-            claims: dict[str, Any] = jwt.decode(
-                assertion, certificate.public_key, algorithms=_ALGORITHMS, options=options
-            )
-        except jwt.InvalidTokenError:
-            continue
-
-        return claims
+        claims = _signed_claims(assertion, certificate)
+        if claims is not None:
+            return claims
 
     raise InvalidClientAssertionError(
         700027, "Client assertion failed signature validation. [Reason - Signature is invalid.]"
     )
+
+
+def _signed_claims(assertion: str, certificate: RegisteredCertificate) -> Mapping[str, Any] | None:
+    """Return the claims if ``certificate`` signed ``assertion``, else None."""
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            assertion, certificate.public_key, algorithms=_ALGORITHMS, options=_SIGNATURE_ONLY
+        )
+    except jwt.InvalidTokenError:
+        return None
+
+    return claims
 
 
 def _candidate_certificates(
@@ -176,7 +211,13 @@ def _candidate_certificates(
     return list(certificates)
 
 
-def _check_lifetime(claims: Mapping[str, Any], skew_seconds: int) -> None:
+def check_assertion_lifetime(claims: Mapping[str, Any], skew_seconds: int) -> None:
+    """Check an assertion's ``exp`` and ``nbf`` against the clock, allowing ``skew_seconds``.
+
+    Raises:
+        InvalidClientAssertionError: AADSTS50027 without ``exp``, AADSTS700024 outside the
+            valid time range.
+    """
     now = time.time()
     expires = claims.get("exp")
     not_before = claims.get("nbf", 0)
@@ -186,5 +227,13 @@ def _check_lifetime(claims: Mapping[str, Any], skew_seconds: int) -> None:
         )
     if now >= expires + skew_seconds or now < not_before - skew_seconds:
         raise InvalidClientAssertionError(
-            700024, "Client assertion is not within its valid time range."
+            700024,
+            f"Client assertion is not within its valid time range. Current time: "
+            f"{_iso(now)}, assertion valid from {_iso(not_before)}, expiry time of assertion "
+            f"{_iso(expires)}.",
         )
+
+
+def _iso(epoch_seconds: float) -> str:
+    # Entra prints seven fractional digits, as .NET's round-trip format does.
+    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")

@@ -1,8 +1,9 @@
 """``batchsync emulator``: run the Graph and Entra emulator in the foreground.
 
-It prints what a client needs to connect (URL, CA certificate, tenant and client id) and
-serves until SIGINT or SIGTERM. It never prints the client secret, only the scenario field
-that contains it, because terminal output tends to end up in logs and screenshots.
+It prints what a client needs to connect (URL, CA certificate, tenant and client id, and the
+managed identity endpoint when the scenario has one) and serves until SIGINT or SIGTERM. It
+never prints the client secret or the identity header, only the scenario field that contains
+it, because terminal output tends to end up in logs and screenshots.
 """
 
 from __future__ import annotations
@@ -117,21 +118,30 @@ async def _serve_until_signal(scenario: Scenario, args: argparse.Namespace) -> N
 
 
 def describe(emulator: Emulator, scenario_path: Path) -> str:
-    """Return the connection details printed at start, naming where the secret is set."""
+    """Return the connection details printed at start, naming where each secret is set."""
     app = emulator.scenario.apps[0]
     if app.secrets:
         secret_hint = f"apps[0].secrets[0] in {scenario_path}"
-    else:
+    elif app.certificates:
         secret_hint = f"none; apps[0] signs in with apps[0].certificates in {scenario_path}"
+    else:
+        secret_hint = (
+            f"none; apps[0] signs in with apps[0].federated_credentials in {scenario_path}"
+        )
 
-    return "\n".join(
-        [
-            "batchsync emulator: serving Graph and Entra ID",
-            f"  URL (Graph and login): {emulator.url}",
-            f"  CA certificate:        {emulator.ca_path}",
-            f"  tenant id:             {emulator.tenant_id}",
-            f"  client id:             {emulator.client_id}",
-            f"  client secret:         {secret_hint}",
-            "Stop with Ctrl+C.",
+    lines = [
+        "batchsync emulator: serving Graph and Entra ID",
+        f"  URL (Graph and login): {emulator.url}",
+        f"  CA certificate:        {emulator.ca_path}",
+        f"  tenant id:             {emulator.tenant_id}",
+        f"  client id:             {emulator.client_id}",
+        f"  client secret:         {secret_hint}",
+    ]
+    if emulator.scenario.managed_identity is not None:
+        lines += [
+            f"  IDENTITY_ENDPOINT:     {emulator.url}/msi/token",
+            f"  IDENTITY_HEADER:       managed_identity.identity_header in {scenario_path}",
         ]
-    )
+    lines.append("Stop with Ctrl+C.")
+
+    return "\n".join(lines)

@@ -1,8 +1,9 @@
 """Entra ID's login host as the emulator plays it: discovery documents and the token endpoint.
 
 MSAL runs its real client credentials flow against these handlers: tenant discovery, optional
-instance discovery, then the token request with a client secret (in the form and as HTTP
-Basic) or a certificate-signed client assertion. Errors use Entra's JSON shape and the AADSTS
+instance discovery, then the token request. The request carries a client secret (in the form
+or as HTTP Basic), a certificate-signed client assertion, or a federated token from an
+external issuer (workload identity federation). Errors use Entra's JSON shape and the AADSTS
 codes that real clients see, so a client's error handling can be tested without Entra.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import time
 import uuid
@@ -25,7 +27,13 @@ from batchsync.emulator.assertions import (
     CLIENT_ASSERTION_TYPE,
     InvalidClientAssertionError,
     RegisteredCertificate,
+    is_signed_by_certificate,
     verify_client_assertion,
+)
+from batchsync.emulator.federation import (
+    FederatedIdentityCredential,
+    load_issuer_key,
+    verify_federated_assertion,
 )
 from batchsync.emulator.records import CallLog, CallRecord, Endpoint
 from batchsync.emulator.scenario import AppRegistration, Scenario
@@ -80,16 +88,38 @@ def entra_error_response(error: EntraError, correlation_id: str, login_url: str)
 class _Client:
     registration: AppRegistration
     certificates: tuple[RegisteredCertificate, ...]
+    federated: tuple[FederatedIdentityCredential, ...]
+
+    @classmethod
+    def load(cls, registration: AppRegistration) -> _Client:
+        """Read the app's certificates and issuer keys, which the scenario has checked."""
+        federated = tuple(
+            FederatedIdentityCredential(
+                issuer=credential.issuer,
+                subject=credential.subject,
+                audiences=frozenset(credential.audiences),
+                public_key=load_issuer_key(credential.public_key),
+            )
+            for credential in registration.federated_credentials
+        )
+        certificates = tuple(RegisteredCertificate.load(path) for path in registration.certificates)
+
+        return cls(registration, certificates, federated)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Started:
-    """Arrival time and correlation id of a request, taken before it is handled."""
+    """Arrival time and correlation id of a request, taken before it is handled.
+
+    ``client_id`` and ``assertion_sha256`` are filled in once the form is read, for the record.
+    """
 
     request: web.Request
     at: float
     wall: float
     correlation_id: str
+    client_id: str | None = None
+    assertion_sha256: str | None = None
 
     @classmethod
     def now(cls, request: web.Request) -> _Started:
@@ -112,13 +142,7 @@ class EntraService:
         self._tenants = {tenant.id: tenant.id for tenant in scenario.tenants}
         for tenant in scenario.tenants:
             self._tenants.update(dict.fromkeys(tenant.domains, tenant.id))
-        self._clients = {
-            app.client_id: _Client(
-                registration=app,
-                certificates=tuple(RegisteredCertificate.load(path) for path in app.certificates),
-            )
-            for app in scenario.apps
-        }
+        self._clients = {app.client_id: _Client.load(app) for app in scenario.apps}
 
     async def openid_configuration(self, request: web.Request) -> web.Response:
         """Serve ``GET /{tenant}/v2.0/.well-known/openid-configuration``."""
@@ -166,7 +190,7 @@ class EntraService:
         started = _Started.now(request)
         base = request_origin(request, self._fixed_url)
         try:
-            response = await self._issue_token(request, base)
+            response = await self._issue_token(started, base)
         except EntraError as error:
             response = entra_error_response(error, started.correlation_id, base)
 
@@ -174,18 +198,24 @@ class EntraService:
 
         return response
 
-    async def _issue_token(self, request: web.Request, base: str) -> web.Response:
+    async def _issue_token(self, started: _Started, base: str) -> web.Response:
+        request = started.request
         path_tenant = request.match_info["tenant"]
         tenant_id = self._tenants.get(path_tenant.lower())
         if tenant_id is None:
             raise _unknown_tenant(path_tenant)
 
         form = await request.post()
+        assertion = _form_text(form, "client_assertion")
+        if assertion:
+            # A digest lets tests tell assertions apart without the record holding one.
+            started.assertion_sha256 = hashlib.sha256(assertion.encode()).hexdigest()
         _check_grant_type(form)
         basic_id, basic_secret = _basic_credentials(request.headers.get("Authorization"))
         client_id = _form_text(form, "client_id") or basic_id
         if not client_id:
             raise _missing_parameter("client_id")
+        started.client_id = client_id
         if not self._limiter.allow(client_id.lower()):
             return _throttled_response()
 
@@ -218,21 +248,19 @@ class EntraService:
         basic_secret: str | None,
         token_endpoints: set[str],
     ) -> str:
-        """Check the client's credential and return Entra's ``appidacr``: 1 secret, 2 cert."""
+        """Check the client's credential and return Entra's ``appidacr``.
+
+        ``appidacr`` is "1" for a client secret and "2" for a client assertion, whether a
+        certificate or an external issuer signed it.
+        """
         assertion = _form_text(form, "client_assertion")
         if assertion:
             if _form_text(form, "client_assertion_type") != CLIENT_ASSERTION_TYPE:
                 raise _missing_parameter("client_assertion_type")
             try:
-                verify_client_assertion(
-                    assertion,
-                    client.registration.client_id,
-                    client.certificates,
-                    token_endpoints,
-                    self._skew,
-                )
+                self._check_assertion(client, assertion, token_endpoints)
             except InvalidClientAssertionError as error:
-                raise EntraError(401, "invalid_client", error.code, error.message) from error
+                raise EntraError(error.status, error.error, error.code, error.message) from error
             return "2"
 
         secret = _form_text(form, "client_secret") or basic_secret
@@ -247,6 +275,20 @@ class EntraService:
         _check_secret(client.registration, secret)
 
         return "1"
+
+    def _check_assertion(self, client: _Client, assertion: str, token_endpoints: set[str]) -> None:
+        """Check a certificate assertion, or a federated token when no certificate signed it."""
+        if client.federated and not is_signed_by_certificate(assertion, client.certificates):
+            verify_federated_assertion(assertion, client.federated, self._skew)
+            return
+
+        verify_client_assertion(
+            assertion,
+            client.registration.client_id,
+            client.certificates,
+            token_endpoints,
+            self._skew,
+        )
 
     def _token_response(
         self, client: _Client, tenant_id: str, resource: str, credential_type: str, base: str
@@ -282,6 +324,8 @@ class EntraService:
             client_request_id=request.headers.get("client-request-id"),
             request_id=started.correlation_id,
             user_agent=request.headers.get("User-Agent"),
+            client_id=started.client_id,
+            assertion_sha256=started.assertion_sha256,
         )
         self._log.add(record)
 

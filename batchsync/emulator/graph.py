@@ -172,6 +172,7 @@ class _GraphCall:
     body: Any = None
     credentials: dict[str, str] = field(default_factory=dict)
     credential_keys: tuple[str, ...] = ()
+    client_id: str | None = None
 
     @classmethod
     def start(cls, request: web.Request) -> _GraphCall:
@@ -224,6 +225,7 @@ class _GraphCall:
             credentials=self.credentials,
             user_agent=self.request.headers.get("User-Agent"),
             throttle_percentage=self.throttle_percentage,
+            client_id=self.client_id,
         )
 
 
@@ -299,6 +301,7 @@ class GraphService:
             )
 
         claims = self._authenticate(call)
+        call.client_id = str(claims.get("appid", "")) or None
         self._charge(call, claims)
         fault_response = await self._inject_fault(call, object_id.lower())
         if fault_response is not None:

@@ -2,7 +2,8 @@
 
 Records stay in memory only. They contain the credential values a client sent, which tests
 compare against their input. For that reason ``CallRecord.credentials`` is left out of ``repr``,
-and nothing in the emulator logs or prints a record.
+and nothing in the emulator logs or prints a record. Client assertions are recorded only as a
+SHA-256 digest.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ class CallRecord:
     """One request as received, and the emulator's response.
 
     ``status`` is 0 when the emulator dropped the connection instead of responding, or when the
-    client went away before the response could be written.
+    client went away before the response could be written. ``client_id`` is the client id a
+    token request named, the managed identity a managed identity request got a token for, or
+    the ``appid`` of the valid token a Graph request carried.
+    ``assertion_sha256`` is the hex SHA-256 digest of a token request's client assertion.
     """
 
     at: float
@@ -41,6 +45,8 @@ class CallRecord:
     credentials: dict[str, str] = field(default_factory=dict, repr=False, hash=False)
     user_agent: str | None = None
     throttle_percentage: str | None = None
+    client_id: str | None = None
+    assertion_sha256: str | None = None
 
 
 @dataclass

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from batchsync.emulator.assertions import RegisteredCertificate
+from batchsync.emulator.federation import TOKEN_EXCHANGE_AUDIENCE, load_issuer_key
 
 __all__ = [
     "DEFAULT_SCENARIO_PATH",
@@ -33,7 +34,10 @@ __all__ = [
     "DisconnectFault",
     "Fault",
     "FaultSelector",
+    "FederatedCredential",
     "MalformedFault",
+    "ManagedIdentity",
+    "ManagedIdentityEndpoint",
     "Range",
     "ResetFault",
     "RetryAfterShape",
@@ -54,7 +58,7 @@ _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 
 # Secret values must never reach an error message, so validation errors under these keys omit
 # the rejected input.
-_SECRET_FIELDS = frozenset({"secrets", "expired_secrets"})
+_SECRET_FIELDS = frozenset({"secrets", "expired_secrets", "identity_header"})
 
 RetryAfterShape = Literal[
     "integer", "decimal", "pair", "http_date", "absent", "huge", "zero", "negative", "garbage"
@@ -110,6 +114,34 @@ class Tenant(_Model):
         return [domain.lower() for domain in value]
 
 
+class FederatedCredential(_Model):
+    """Federated identity credential: the app trusts tokens that ``issuer`` signs for ``subject``.
+
+    ``public_key`` is a PEM file with the issuer's RSA signing key, as a public key or inside a
+    certificate. A relative path is resolved against the scenario file's directory.
+    """
+
+    issuer: str = Field(min_length=1)
+    subject: str = Field(min_length=1)
+    audiences: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=lambda: [TOKEN_EXCHANGE_AUDIENCE], min_length=1
+    )
+    public_key: Path
+
+    @field_validator("public_key")
+    @classmethod
+    def _resolve_public_key(cls, value: Path, info: ValidationInfo) -> Path:
+        path = value if value.is_absolute() else _base_dir(info) / value
+        if not path.is_file():
+            raise ValueError(f"public key file {str(path)!r} does not exist")
+        try:
+            load_issuer_key(path)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"public key file {str(path)!r} is not usable: {error}") from error
+
+        return path
+
+
 class AppRegistration(_Model):
     """App registration that signs in with the client credentials grant."""
 
@@ -118,12 +150,22 @@ class AppRegistration(_Model):
     secrets: list[str] = Field(default_factory=list)
     expired_secrets: list[str] = Field(default_factory=list)
     certificates: list[Path] = Field(default_factory=list)
+    federated_credentials: list[FederatedCredential] = Field(default_factory=list)
     permissions: list[str] = Field(default_factory=list)
 
     @field_validator("client_id", "tenant")
     @classmethod
     def _check_guid(cls, value: str) -> str:
         return normalize_guid(value)
+
+    @field_validator("federated_credentials")
+    @classmethod
+    def _check_federated_unique(cls, value: list[FederatedCredential]) -> list[FederatedCredential]:
+        # Entra ID rejects a second credential with the same issuer and subject on one app.
+        pairs = [f"{credential.issuer} {credential.subject}" for credential in value]
+        _check_unique(pairs, "federated_credentials", "issuer and subject")
+
+        return value
 
     @field_validator("certificates")
     @classmethod
@@ -150,6 +192,33 @@ def _base_dir(info: ValidationInfo) -> Path:
     base_dir = context.get("base_dir")
 
     return Path(base_dir) if base_dir is not None else Path.cwd()
+
+
+class ManagedIdentityEndpoint(_Model):
+    """The App Service managed identity endpoint: the ``X-IDENTITY-HEADER`` value it requires.
+
+    App Service gives the hosted code this value in ``IDENTITY_HEADER``.
+    """
+
+    identity_header: str = Field(min_length=1)
+
+
+class ManagedIdentity(_Model):
+    """Managed identity assigned to the emulated App Service: system-assigned or user-assigned.
+
+    A request without ``client_id`` gets a token for the system-assigned identity, and one with
+    ``client_id`` for the user-assigned identity with that client id.
+    """
+
+    client_id: str
+    tenant: str
+    system_assigned: bool = False
+    permissions: list[str] = Field(default_factory=list)
+
+    @field_validator("client_id", "tenant")
+    @classmethod
+    def _check_guid(cls, value: str) -> str:
+        return normalize_guid(value)
 
 
 ObjectIds = list[str] | Literal["*"]
@@ -313,23 +382,49 @@ class Scenario(_Model):
     tokens: TokenSettings = TokenSettings()
     throttling: ThrottlingSettings | None = None
     faults: list[Fault] = Field(default_factory=list)
+    managed_identity: ManagedIdentityEndpoint | None = None
+    managed_identities: list[ManagedIdentity] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check_references(self) -> Scenario:
         _check_unique([tenant.id for tenant in self.tenants], "tenants", "id")
-        _check_unique([app.client_id for app in self.apps], "apps", "client_id")
+        # A managed identity is an app registration too, so its client id must differ from
+        # every app's.
+        client_ids = [app.client_id for app in self.apps]
+        client_ids += [identity.client_id for identity in self.managed_identities]
+        _check_unique(client_ids, "apps and managed_identities", "client_id")
         domains = [domain for tenant in self.tenants for domain in tenant.domains]
         _check_unique(domains, "tenants", "domains")
 
         tenant_ids = {tenant.id for tenant in self.tenants}
-        for index, app in enumerate(self.apps):
-            if app.tenant not in tenant_ids:
-                raise ValueError(
-                    f"apps[{index}].tenant {app.tenant!r} is not listed under tenants; "
-                    "add it there or fix the id"
-                )
+        _check_tenants("apps", [app.tenant for app in self.apps], tenant_ids)
+        identity_tenants = [identity.tenant for identity in self.managed_identities]
+        _check_tenants("managed_identities", identity_tenants, tenant_ids)
+        self._check_managed_identities()
 
         return self
+
+    def _check_managed_identities(self) -> None:
+        if self.managed_identities and self.managed_identity is None:
+            raise ValueError(
+                "managed_identities needs managed_identity.identity_header, the value "
+                "clients must send in X-IDENTITY-HEADER"
+            )
+        system_assigned = [item for item in self.managed_identities if item.system_assigned]
+        if len(system_assigned) > 1:
+            raise ValueError(
+                "managed_identities: more than one identity has system_assigned: true; an App "
+                "Service has at most one system-assigned identity"
+            )
+
+
+def _check_tenants(section: str, tenants: list[str], tenant_ids: set[str]) -> None:
+    for index, tenant in enumerate(tenants):
+        if tenant not in tenant_ids:
+            raise ValueError(
+                f"{section}[{index}].tenant {tenant!r} is not listed under tenants; "
+                "add it there or fix the id"
+            )
 
 
 def _check_unique(values: list[str], section: str, field: str) -> None:
@@ -343,7 +438,7 @@ def _check_unique(values: list[str], section: str, field: str) -> None:
 def load_scenario(path: Path) -> Scenario:
     """Read and validate a scenario file.
 
-    Relative certificate paths are resolved against the file's directory.
+    Relative certificate and public key paths are resolved against the file's directory.
 
     Raises:
         ValueError: the file cannot be read, is not valid YAML, or breaks a rule of the

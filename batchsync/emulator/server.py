@@ -27,6 +27,7 @@ from aiohttp import web
 
 from batchsync.emulator.entra import EntraService
 from batchsync.emulator.graph import GraphService
+from batchsync.emulator.managed_identity import ManagedIdentityService
 from batchsync.emulator.records import CallLog, CallRecord, Stats
 from batchsync.emulator.scenario import Scenario
 from batchsync.emulator.tls import ServerTLS, create_server_tls
@@ -51,6 +52,9 @@ _ACQUIRE_ACTION_ROUTE = (
     r"/{version:v1\.0|beta}/{collection:servicePrincipals|applications}/{object_id}"
     "/synchronization/acquireAccessToken"
 )
+# Published App Service environments show IDENTITY_ENDPOINT as http://127.0.0.1:PORT/MSI/token/,
+# so that spelling is served beside the lowercase one.
+_MANAGED_IDENTITY_ROUTES = ("/msi/token", "/MSI/token/")
 # Pending connections the kernel queues; benchmarks open hundreds of connections at once.
 _LISTEN_BACKLOG = 1024
 # How long closing waits for requests in progress, such as a `slow` fault still sleeping.
@@ -65,7 +69,8 @@ def build_app(
     ``url`` is the base URL clients use, which is the audience Graph accepts and the host in
     discovery documents. When it is None, each request's own scheme and Host header are used,
     which suits aiohttp's test client on a port chosen at random. Records go to ``log``,
-    which is also available as ``app[CALL_LOG_KEY]``.
+    which is also available as ``app[CALL_LOG_KEY]``. The managed identity endpoint is served
+    only when the scenario has a ``managed_identity`` section.
     """
     log = log if log is not None else CallLog()
     rng = random.Random(scenario.seed)  # noqa: S311 - drives simulated delays, protects nothing
@@ -81,6 +86,10 @@ def build_app(
     router.add_get("/{tenant}/v2.0/.well-known/openid-configuration", entra.openid_configuration)
     router.add_get("/{tenant}/discovery/v2.0/keys", entra.jwks)
     router.add_post("/{tenant}/oauth2/v2.0/token", entra.token)
+    if scenario.managed_identity is not None:
+        managed_identity = ManagedIdentityService(scenario, issuer, log, url)
+        for path in _MANAGED_IDENTITY_ROUTES:
+            router.add_get(path, managed_identity.token)
     router.add_route("*", _ACQUIRE_ACTION_ROUTE, graph.acquire_access_token)
     router.add_route("*", "/{tail:.*}", graph.fallback)
 
