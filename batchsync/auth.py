@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -120,15 +121,23 @@ def _discovery_error(session: PinnedVerifySession, authority: str) -> AuthError 
     return _auth_error(body)
 
 
+# MSAL's description of an App Service identity endpoint error: status code, then message.
+_APP_SERVICE_ERROR = re.compile(r"^(\d{3}|None), (.*)$", re.DOTALL)
+# App Service and Azure Functions set both; MSAL calls IDENTITY_ENDPOINT when both are set.
+_APP_SERVICE_VARIABLES = ("IDENTITY_ENDPOINT", "IDENTITY_HEADER")
+
+
 def _managed_identity_client(
     settings: ManagedIdentitySettings, session: PinnedVerifySession
 ) -> Any:
-    app_service = "IDENTITY_ENDPOINT" in os.environ and "IDENTITY_HEADER" in os.environ
-    if not app_service and not settings.imds:
+    missing = [name for name in _APP_SERVICE_VARIABLES if not os.environ.get(name)]
+    if missing and not settings.imds:
         # MSAL falls back to the instance metadata endpoint, 169.254.169.254. That address
         # exists only on Azure machines, so batchsync goes there only when asked by name.
+        unset = " and ".join(missing)
+        verb = "is" if len(missing) == 1 else "are"
         message = (
-            "no managed identity endpoint: IDENTITY_ENDPOINT and IDENTITY_HEADER are not set; "
+            f"no managed identity endpoint: {unset} {verb} not set; "
             "on an Azure VM, set managed_identity.imds: true to use the instance metadata endpoint"
         )
         raise AuthError("managed_identity_unavailable", message)
@@ -255,7 +264,12 @@ class TokenProvider:
     async def _acquire(self, *, force: bool) -> AccessToken:
         if force:
             await asyncio.to_thread(self._drop_cached_tokens)
-        result = await asyncio.to_thread(call_msal, self._request_token)
+        service = (
+            "the managed identity endpoint"
+            if isinstance(self._application, msal.ManagedIdentityClient)
+            else "the login host"
+        )
+        result = await asyncio.to_thread(call_msal, self._request_token, service=service)
         self.acquisitions += 1
         token = self._token_from(result)
         self._current = token
@@ -270,6 +284,8 @@ class TokenProvider:
 
     def _token_from(self, result: dict[str, Any]) -> AccessToken:
         if "access_token" not in result:
+            if isinstance(self._application, msal.ManagedIdentityClient):
+                raise _managed_identity_error(result)
             raise _auth_error(result)
         value = result["access_token"]
         register_secret(value)
@@ -290,7 +306,12 @@ class TokenProvider:
 
     def close(self) -> None:
         """Close MSAL's HTTP session and its pooled connections."""
-        self._application.http_client.close()
+        # ManagedIdentityClient (MSAL 1.39) has no public http_client, only _http_client.
+        client = getattr(self._application, "http_client", None) or getattr(
+            self._application, "_http_client", None
+        )
+        if client is not None:
+            client.close()
 
     def _drop_cached_tokens(self) -> None:
         cache = getattr(self._application, "token_cache", None) or getattr(
@@ -302,20 +323,23 @@ class TokenProvider:
             cache.remove_at(entry)
 
 
-def call_msal(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def call_msal(
+    function: Callable[..., Any], *args: Any, service: str = "the login host", **kwargs: Any
+) -> Any:
     """Call an MSAL function, turning its transport and configuration exceptions into AuthError.
 
     MSAL raises ``requests`` exceptions when the login host cannot be reached, and ``ValueError``
     both when tenant discovery fails (an unknown tenant answers the OpenID configuration with
     400) and when the token endpoint answers with a body that is not JSON (its plain-text 429).
+    ``service`` names the host in transport errors.
     """
     try:
         return function(*args, **kwargs)
     except requests.exceptions.SSLError:
-        message = "TLS verification of the login host failed; check endpoints.ca_bundle"
+        message = f"TLS verification of {service} failed; check endpoints.ca_bundle"
         raise AuthError("tls_error", message) from None
     except requests.RequestException as exc:
-        message = f"cannot reach the login host: {type(exc).__name__}"
+        message = f"cannot reach {service}: {type(exc).__name__}"
         raise AuthError("connection_error", message) from None
     except ValueError as exc:
         text = _first_line(str(exc))
@@ -323,6 +347,24 @@ def call_msal(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             raise AuthError("invalid_authority", text) from None
         message = "the token endpoint answered with a body that is not JSON; it may be throttling this client, try again in a minute"
         raise AuthError("token_endpoint_error", message) from None
+
+
+def _managed_identity_error(result: dict[str, Any]) -> AuthError:
+    """Convert MSAL's result for an error response of the App Service identity endpoint.
+
+    MSAL 1.39 reports each such response as ``invalid_scope`` with "STATUS, MESSAGE" as the
+    description, whatever went wrong, so the status and message are taken back out of it.
+    """
+    description = str(result.get("error_description", ""))
+    match = _APP_SERVICE_ERROR.match(description)
+    if result.get("error") != "invalid_scope" or match is None:
+        return _auth_error(result)
+
+    status, message = match.groups()
+
+    return AuthError(
+        "managed_identity_error", f"the managed identity endpoint returned HTTP {status}: {message}"
+    )
 
 
 def _first_line(text: str) -> str:
