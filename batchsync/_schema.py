@@ -16,13 +16,13 @@ from batchsync.clouds import CloudName, is_loopback_url
 __all__ = [
     "SECRET_KEYS",
     "AuthModel",
-    "ManagedIdentityModel",
-    "WorkloadIdentityModel",
     "EndpointsModel",
     "LimitsModel",
+    "ManagedIdentityModel",
     "ManifestModel",
     "ReferenceModel",
     "TargetModel",
+    "WorkloadIdentityModel",
 ]
 
 # The synchronizationSecret enum of Microsoft Graph v1.0, in its order. Graph matches these names
@@ -196,7 +196,9 @@ class AuthModel(_Strict):
             msg = f"client_id is required with {given[0]}"
             raise ValueError(msg)
         if given[0] == "managed_identity" and self.client_id is not None:
-            msg = "with managed_identity, give a user-assigned identity as managed_identity.client_id"
+            msg = (
+                "with managed_identity, give a user-assigned identity as managed_identity.client_id"
+            )
             raise ValueError(msg)
 
         return self

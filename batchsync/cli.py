@@ -1,8 +1,8 @@
 """The ``batchsync`` command line: ``run``, ``validate``, ``emulator`` and ``--version``.
 
 Exit codes: 0 every target succeeded or was skipped; 1 at least one target failed; 2 invalid
-manifest or usage, nothing called; 3 authentication failed, nothing called; 130 and 143 the run
-was stopped by SIGINT or SIGTERM.
+manifest or usage, nothing called; 3 authentication failed, nothing called; 4 the report could not
+be written during the run; 130 and 143 the run was stopped by SIGINT or SIGTERM.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import structlog
 from batchsync._tls import ssl_context
 from batchsync._version import __version__
 from batchsync.auth import TokenProvider, build_client_application
-from batchsync.errors import AuthError, CredentialError
+from batchsync.errors import AuthError, CredentialError, ReportError
 from batchsync.graph import GraphClient
 from batchsync.log import get_logger
 from batchsync.manifest import Manifest, Target
@@ -35,7 +35,15 @@ from batchsync.retry import RetryPolicy
 from batchsync.runner import Runner, RunTotals, log_retry
 from batchsync.shard import Shard
 
-__all__ = ["EXIT_AUTH", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "JobOptions", "run_job"]
+__all__ = [
+    "EXIT_AUTH",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_REPORT",
+    "EXIT_USAGE",
+    "JobOptions",
+    "run_job",
+]
 
 log = get_logger(__name__)
 
@@ -43,6 +51,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_AUTH = 3
+EXIT_REPORT = 4
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
@@ -141,13 +150,16 @@ class _Signals:
             self._sign_in.cancel()
 
 
-async def run_job(manifest: Manifest, options: JobOptions, *, out: TextIO = sys.stdout) -> int:
+async def run_job(manifest: Manifest, options: JobOptions, *, out: TextIO | None = None) -> int:
     """Run the targets of ``manifest`` (those of ``options.shard``); return the exit code.
+
+    The summary for people goes to ``out`` (standard output by default).
 
     Raises:
         ReportError: the report cannot be created, or the report to resume from cannot be read;
             nothing was called.
     """
+    out = out if out is not None else sys.stdout
     targets = list(options.shard.select(manifest.targets)) if options.shard else manifest.targets
     done = (
         frozenset(read_report(options.resume_from).done()) if options.resume_from else frozenset()
@@ -156,8 +168,17 @@ async def run_job(manifest: Manifest, options: JobOptions, *, out: TextIO = sys.
     report.open(expected_targets=len(targets))
     try:
         return await _Job(manifest, options, report, targets, done, out).run()
+    except ReportError as exc:
+        # Targets may have been called already, so this is not the "nothing called" exit 2.
+        log.error("report.write_failed", error=str(exc))  # noqa: TRY400 - the message says it all
+        print(
+            f"batchsync: {exc}; the run stopped, and targets may have been called: the report holds every line written before the failure",
+            file=out,
+        )
+        return EXIT_REPORT
     finally:
-        report.close()
+        with contextlib.suppress(ReportError):
+            report.close()
 
 
 class _Job:
@@ -214,9 +235,7 @@ class _Job:
 
     async def _run_targets(self, tokens: TokenProvider | None) -> int:
         limits = self.manifest.limits
-        limiter = RateLimiter(
-            self.rate, limits.burst or self.concurrency, adaptive=self.options.adaptive_rate
-        )
+        limiter = RateLimiter(self.rate, limits.burst or 1, adaptive=self.options.adaptive_rate)
         policy = RetryPolicy(
             max_attempts=limits.max_attempts,
             max_target_seconds=limits.max_target_seconds,

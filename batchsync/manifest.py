@@ -364,7 +364,9 @@ class _Validator:
             certificate=self._reference(auth.certificate) if auth.certificate else None,
             workload_identity=workload is not None,
             workload_identity_token_file=workload.token_file if workload else None,
-            managed_identity=ManagedIdentitySettings(managed.client_id, managed.imds) if managed else None,
+            managed_identity=ManagedIdentitySettings(managed.client_id, managed.imds)
+            if managed
+            else None,
         )
 
     def _reference(self, model: ReferenceModel) -> Reference:

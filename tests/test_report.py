@@ -19,7 +19,7 @@ import yaml
 
 import batchsync.report
 from batchsync.errors import ReportError
-from batchsync.job import EXIT_USAGE
+from batchsync.job import EXIT_REPORT, EXIT_USAGE
 from batchsync.report import BYTES_PER_TARGET, ReportWriter, TargetResult
 
 from .conftest import batchsync_command, manifest_for, sp_target
@@ -345,3 +345,30 @@ class TestRunWithUnwritableReport:
         assert exit_code == EXIT_USAGE
         assert "the folder is not writable" in stderr
         assert emulator.calls == []
+
+
+class TestFullDiskMidRun:
+    """A report that stops growing in the middle of a run."""
+
+    async def test_mid_run_write_failure_exits_4(self, start_emulator, tmp_path):
+        """The run stops with exit 4, and every line written before the failure is whole."""
+        emulator = await start_emulator()
+        manifest_path = tmp_path / "manifest.yaml"
+        manifest = manifest_for(emulator, [sp_target(n) for n in range(60)])
+        manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
+        report = tmp_path / "reports" / "report.jsonl"
+        process = await asyncio.create_subprocess_exec(
+            *batchsync_command("run", str(manifest_path), "--report", str(report)),
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            preexec_fn=limit_file_size,
+        )
+        stdout, _ = await asyncio.wait_for(process.communicate(), 60)
+        lines = report.read_bytes().split(b"\n")
+        whole = [json.loads(line) for line in lines[:-1]]
+
+        assert process.returncode == EXIT_REPORT
+        assert "targets may have been called" in stdout.decode()
+        assert whole[0]["record"] == "run"
+        assert 1 <= sum(1 for line in whole if line["record"] == "target") < 60

@@ -33,12 +33,10 @@ def quiet_gap_after(calls, moment, *, in_flight_window=0.1):
 
 def fault(status, *, code="x", objects=None, calls=None, rate=None, retry_after=None, message=None):
     """Return a status fault for the scenario."""
-    entry = {"kind": "status", "status": status, "code": code}
-    for key, value in (("objects", objects), ("calls", calls), ("rate", rate),
-                       ("retry_after", retry_after), ("message", message)):  # fmt: skip
-        if value is not None:
-            entry[key] = value
-    return entry
+    selectors = {"objects": objects, "calls": calls, "rate": rate,
+                 "retry_after": retry_after, "message": message}  # fmt: skip
+    given = {key: value for key, value in selectors.items() if value is not None}
+    return {"kind": "status", "status": status, "code": code, **given}
 
 
 class TestCooperativePause:
@@ -247,15 +245,17 @@ class TestTokens:
         assert emulator.stats.token_requests == 1
 
     async def test_token_expiry_mid_run_costs_nothing(self, start_emulator, run):
-        """Tokens that expire every 2 seconds are renewed ahead of time and no target fails."""
-        emulator = await start_emulator(tokens={"lifetime_seconds": 2, "clock_skew_seconds": 0})
+        """Tokens that expire every 4 seconds are renewed ahead of time and no target fails."""
+        # JWT times are whole seconds, so a token may expire up to 1 s before expires_in says;
+        # 4 s leaves the half-life renewal a second of margin even on a loaded machine.
+        emulator = await start_emulator(tokens={"lifetime_seconds": 4, "clock_skew_seconds": 0})
         result = await run(
             manifest_for(
-                emulator, [sp_target(n) for n in range(120)], limits={"requests_per_second": 40}
+                emulator, [sp_target(n) for n in range(360)], limits={"requests_per_second": 60}
             )
         )
 
         assert result.exit_code == EXIT_OK
-        assert result.summary["counts"]["succeeded"] == 120
+        assert result.summary["counts"]["succeeded"] == 360
         assert emulator.stats.token_requests >= 3
         assert emulator.stats.by_status[401] == 0
