@@ -135,6 +135,9 @@ def _run_client(workdir: Path, url: str, args: argparse.Namespace) -> dict[str, 
                "--log-format", "json"]  # fmt: skip
     if args.fixed_rate:
         command.append("--fixed-rate")
+    timing = workdir / "time.txt"
+    # /usr/bin/time -v reports the client's peak resident memory.
+    command = ["/usr/bin/time", "-v", "-o", str(timing), *command]
     started = time.monotonic()
     with (workdir / "client.log").open("w") as log:
         subprocess.run(command, env=environment, stdout=subprocess.DEVNULL, stderr=log, check=False)
@@ -142,8 +145,11 @@ def _run_client(workdir: Path, url: str, args: argparse.Namespace) -> dict[str, 
     if args.keep_log is not None:
         args.keep_log.write_bytes((workdir / "client.log").read_bytes())
     summary = json.loads(report.read_text(encoding="utf-8").splitlines()[-1])
+    figures = _figures(summary, wall, args)
+    peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", timing.read_text())
+    figures["client_peak_rss_mib"] = round(int(peak.group(1)) / 1024) if peak else None
 
-    return _figures(summary, wall, args)
+    return figures
 
 
 def _figures(summary: dict[str, Any], wall: float, args: argparse.Namespace) -> dict[str, Any]:
