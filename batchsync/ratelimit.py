@@ -3,7 +3,7 @@
 Graph throttles per application and tenant, so the limit that matters is the run's, not a
 worker's. :class:`RateLimiter` hands out request slots on a GCRA schedule (a token bucket without
 a background refill task), counts every attempt (retries included), and pauses every worker, not
-only the one that was told, when Graph sends ``Retry-After``.
+only the one that received it, when Graph sends ``Retry-After``.
 
 It also adapts: the configured rate is a ceiling. Graph's ``x-ms-throttle-limit-percentage``
 header (sent once usage passes 80% of a limit) lowers the rate while usage still rises, before the
@@ -34,7 +34,7 @@ FAST_GROWTH_PER_SECOND = 1.0
 SLOW_GROWTH_PER_SECOND = 0.1
 FAST_GROWTH_LIMIT = 0.9
 # Usage above which the rate is cut, and the cut. Cuts are at most one per reaction window, so
-# the answers to requests sent before a cut do not cut again.
+# the responses to requests sent before a cut do not cut again.
 PRESSURE_USAGE = 0.85
 PRESSURE_DECREASE = 0.2
 # Usage at which the first sign of pressure cuts the rate at once: the next calls may be throttled.

@@ -5,7 +5,7 @@ open requests and resolved credentials in memory depends on the concurrency, nev
 of targets. The call path is layered one concern per method::
 
     process_target            resolve credentials, write the report line, log the outcome
-    └── _with_retries         tenacity: retry what is worth retrying, wait as Graph asks
+    └── _with_retries         tenacity: retry what is worth retrying, wait as Graph requests
         └── _with_token       a valid token; one renewal and retry after a 401
             └── _with_rate_limit   the run's shared rate limit and cooperative pause
                 └── GraphClient.post_acquire_access_token   one HTTP request
@@ -52,7 +52,7 @@ __all__ = ["RunTotals", "Runner", "log_retry"]
 log = get_logger(__name__)
 
 PERMISSION_HINT = (
-    "Graph answered 401 UnknownError with an empty message even with a fresh token; the app "
+    "Graph returned 401 UnknownError with an empty message even with a fresh token; the app "
     "most likely lacks the Synchronization.ReadWrite.All application permission (grant it and "
     "give admin consent)"
 )
