@@ -58,23 +58,23 @@ class Document:
         A string segment selects the value under that mapping key. Use :meth:`key_position` to
         locate the key itself.
         """
-        node = self.root
-        for segment in path:
-            child = _child(node, segment)
-            if child is None:
-                break
-            node = child
+        node = self._nearest(path)
 
         return node.start_mark.line + 1, node.start_mark.column + 1
 
-    def key_position(self, path: Sequence[str | int], key: str) -> tuple[int, int]:
-        """Return the position of mapping key ``key`` inside the mapping at ``path``."""
+    def _nearest(self, path: Sequence[str | int]) -> yaml.Node:
         node = self.root
         for segment in path:
             child = _child(node, segment)
             if child is None:
                 break
             node = child
+
+        return node
+
+    def key_position(self, path: Sequence[str | int], key: str) -> tuple[int, int]:
+        """Return the position of mapping key ``key`` inside the mapping at ``path``."""
+        node = self._nearest(path)
         if isinstance(node, yaml.MappingNode):
             for key_node, _ in node.value:
                 if key_node.value == key:
