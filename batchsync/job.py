@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -26,8 +28,9 @@ from batchsync._version import __version__
 from batchsync.auth import TokenProvider, build_client_application
 from batchsync.errors import AuthError, CredentialError, ReportError
 from batchsync.graph import GraphClient
-from batchsync.log import get_logger
+from batchsync.log import get_logger, progress_stream
 from batchsync.manifest import Manifest, Target
+from batchsync.progress import Snapshot, show_progress
 from batchsync.ratelimit import RateLimiter
 from batchsync.report import ReportWriter, TargetResult, utc_now
 from batchsync.report_reader import read_report
@@ -256,7 +259,9 @@ class _Job:
                 done=self.done,
             )
             self.signals.watch(runner)
-            totals = await runner.run(self.targets)
+            snapshot = functools.partial(_snapshot, runner, limiter, len(self.targets))
+            async with show_progress(progress_stream(), snapshot):
+                totals = await runner.run(self.targets)
             # A signal after the last target finished interrupted nothing.
             received = self.signals.received
 
@@ -307,6 +312,18 @@ async def _session(manifest: Manifest, concurrency: int) -> AsyncIterator[aiohtt
         connector=connector, timeout=timeout, trust_env=True
     ) as session:
         yield session
+
+
+def _snapshot(runner: Runner, limiter: RateLimiter, total: int) -> Snapshot:
+    totals = runner.totals
+    return Snapshot(
+        done=sum(totals.counts.values()),
+        total=total,
+        failed=totals.counts["failed"],
+        requests=totals.requests,
+        throttled=totals.throttled,
+        paused=limiter.paused_until > time.monotonic(),
+    )
 
 
 def _auth_failed(

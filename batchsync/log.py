@@ -18,18 +18,26 @@ import structlog
 from structlog.typing import Processor
 
 from batchsync._redaction import redact_event
+from batchsync.progress import ProgressStream
 
-__all__ = ["LogFormat", "configure_logging", "get_logger"]
+__all__ = ["LogFormat", "configure_logging", "get_logger", "progress_stream"]
 
 LogFormat = Literal["auto", "console", "json"]
+
+_progress: ProgressStream | None = None
 
 
 def configure_logging(
     *, level: int = logging.INFO, log_format: LogFormat = "auto", stream: TextIO | None = None
 ) -> None:
     """Configure structlog for the whole process; call once, before the first event."""
-    output = stream if stream is not None else sys.stderr
-    use_json = log_format == "json" or (log_format == "auto" and not output.isatty())
+    global _progress  # logging is process-wide, and so is the terminal it draws on
+    terminal = stream if stream is not None else sys.stderr
+    use_json = log_format == "json" or (log_format == "auto" and not terminal.isatty())
+    _progress = None
+    output: Any = terminal
+    if not use_json and terminal.isatty():
+        _progress = output = ProgressStream(terminal)
     structlog.configure(
         processors=[*shared_processors(json=use_json), _renderer(use_json)],
         wrapper_class=structlog.make_filtering_bound_logger(level),
@@ -52,6 +60,11 @@ def shared_processors(*, json: bool) -> list[Processor]:
         exceptions,
         redact_event,
     ]
+
+
+def progress_stream() -> ProgressStream | None:
+    """Return the terminal stream that can show a progress line, or None outside a terminal."""
+    return _progress
 
 
 def get_logger(name: str = "batchsync") -> Any:
