@@ -251,11 +251,14 @@ class Emulator:
         """First secret of the first app registration.
 
         Raises:
-            LookupError: that app has no secret, because it signs in with a certificate.
+            LookupError: that app has no secret, because it signs in with a certificate or a
+                federated credential.
         """
         secrets = self.scenario.apps[0].secrets
         if not secrets:
-            raise LookupError("apps[0] has no secrets; it signs in with a certificate")
+            raise LookupError(
+                "apps[0] has no secrets, so it signs in with a certificate or a federated credential"
+            )
 
         return secrets[0]
 
