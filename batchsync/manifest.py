@@ -363,7 +363,11 @@ class _Validator:
             client_secret=self._reference(auth.client_secret) if auth.client_secret else None,
             certificate=self._reference(auth.certificate) if auth.certificate else None,
             workload_identity=workload is not None,
-            workload_identity_token_file=workload.token_file if workload else None,
+            workload_identity_token_file=(
+                str(self._relative(workload.token_file))
+                if workload and workload.token_file
+                else None
+            ),
             managed_identity=ManagedIdentitySettings(managed.client_id, managed.imds)
             if managed
             else None,
