@@ -345,7 +345,7 @@ def call_msal(
         text = _first_line(str(exc))
         if "authority" in text.lower():
             raise AuthError("invalid_authority", text) from None
-        message = "the token endpoint answered with a body that is not JSON; it may be throttling this client, try again in a minute"
+        message = "the token endpoint returned a body that is not JSON; it may be throttling this client, so try again in a minute"
         raise AuthError("token_endpoint_error", message) from None
 
 
