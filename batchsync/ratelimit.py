@@ -37,6 +37,8 @@ FAST_GROWTH_LIMIT = 0.9
 # the responses to requests sent before a cut do not cut again.
 PRESSURE_USAGE = 0.85
 PRESSURE_DECREASE = 0.2
+# The first cut of a run: the rate that drained a full bucket is likely far above the limit.
+FIRST_PRESSURE_DECREASE = 0.5
 # Usage at which the first sign of pressure cuts the rate at once: the next calls may be throttled.
 URGENT_USAGE = 0.98
 REACTION_SECONDS = 0.3
@@ -159,7 +161,8 @@ class RateLimiter:
         rising = previous is not None and usage > previous
         urgent = previous is None and usage >= URGENT_USAGE
         if (urgent or (rising and usage >= PRESSURE_USAGE)) and now >= self._cut_until:
-            self._cut(now, PRESSURE_DECREASE, "usage")
+            first = self._pressure_rate == math.inf
+            self._cut(now, FIRST_PRESSURE_DECREASE if first else PRESSURE_DECREASE, "usage")
         elif not rising and usage < HOLD_USAGE:
             # Usage holds or falls, so the rate is at or below the limit: creep up towards it.
             self._grow_slowly(elapsed)
