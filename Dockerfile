@@ -1,9 +1,14 @@
 # batchsync as a container: run a manifest on a schedule (Kubernetes CronJob or Job).
 #
 #   docker build -t batchsync .
-#   docker run --rm --read-only -v "$PWD/reports:/var/lib/batchsync/reports" \
+#   docker volume create batchsync-data
+#   docker run --rm --read-only -v batchsync-data:/var/lib/batchsync \
 #       -v "$PWD/manifest.yaml:/etc/batchsync/manifest.yaml:ro" \
-#       -e BATCHSYNC_CLIENT_SECRET batchsync run /etc/batchsync/manifest.yaml
+#       --env-file secrets.env batchsync run /etc/batchsync/manifest.yaml
+#
+# The image runs as uid 10001, so a bind-mounted host folder must be writable by that uid; a named
+# volume is initialised from the image's own folder, which already is. secrets.env holds the
+# variables the manifest references (client secret and target credentials).
 #
 # The image holds no secret; credentials come from the environment or mounted files at run time.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import tempfile
 from collections import Counter
@@ -234,9 +235,20 @@ def _merge(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     print(format_merged(merged))
     if args.output is not None:
-        args.output.write_text(dumps_summary(merged) + "\n", encoding="utf-8")
+        try:
+            _write_private(args.output, dumps_summary(merged) + "\n")
+        except OSError as exc:
+            print(f"batchsync: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+            return EXIT_USAGE
 
     return merged.exit_code
+
+
+def _write_private(path: Path, text: str) -> None:
+    # Owner-only like reports, and never over an existing file.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
 
 
 async def _run_emulated(manifest: Manifest, options: JobOptions, scenario: Path | None) -> int:

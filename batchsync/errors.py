@@ -113,11 +113,11 @@ class AuthError(BatchsyncError):
 
 
 class ReportError(BatchsyncError, OSError):
-    """The report cannot be created or written."""
+    """A report cannot be created or written, or (``action="read"``) read back."""
 
-    def __init__(self, path: Path, reason: str) -> None:
+    def __init__(self, path: Path, reason: str, *, action: str = "write") -> None:
         self.path = path
-        super().__init__(f"cannot write report {path}: {reason}")
+        super().__init__(f"cannot {action} report {path}: {reason}")
 
 
 class GraphError(BatchsyncError):

@@ -164,9 +164,7 @@ async def run_job(manifest: Manifest, options: JobOptions, *, out: TextIO | None
     """
     out = out if out is not None else sys.stdout
     targets = list(options.shard.select(manifest.targets)) if options.shard else manifest.targets
-    done = (
-        frozenset(read_report(options.resume_from).done()) if options.resume_from else frozenset()
-    )
+    done = _done_targets(manifest, options.resume_from)
     report = ReportWriter(options.report_path)
     report.open(expected_targets=len(targets))
     try:
@@ -182,6 +180,19 @@ async def run_job(manifest: Manifest, options: JobOptions, *, out: TextIO | None
     finally:
         with contextlib.suppress(ReportError):
             report.close()
+
+
+def _done_targets(manifest: Manifest, previous: Path | None) -> frozenset[tuple[str, str]]:
+    if previous is None:
+        return frozenset()
+    contents = read_report(previous)
+    earlier = (contents.run or {}).get("manifest_sha256")
+    if earlier != manifest.sha256:
+        # Targets are matched by name and object id, so an edited manifest still resumes; a
+        # changed credential for a target already done is not sent again, though.
+        log.warning("resume.manifest_changed", report=str(previous), manifest=str(manifest.path))
+
+    return frozenset(contents.done())
 
 
 class _Job:

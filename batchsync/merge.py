@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from batchsync.errors import ReportError
 from batchsync.report_reader import ReportContents, read_report
 
 __all__ = ["MergedReport", "merge_reports"]
@@ -29,6 +30,7 @@ class MergedReport:
     failures: Counter[str] = field(default_factory=Counter)
     duplicates: list[str] = field(default_factory=list)
     unfinished: list[str] = field(default_factory=list)
+    missing_shards: list[str] = field(default_factory=list)
     manifests: set[str] = field(default_factory=set)
     requests: int = 0
     throttled: int = 0
@@ -36,7 +38,8 @@ class MergedReport:
     @property
     def exit_code(self) -> int:
         """Return 0 when every target succeeded or was skipped and every shard finished, else 1."""
-        if self.counts["failed"] or self.counts["cancelled"] or self.unfinished or self.duplicates:
+        problems = self.unfinished or self.duplicates or self.missing_shards
+        if self.counts["failed"] or self.counts["cancelled"] or problems:
             return 1
 
         return 0
@@ -52,6 +55,7 @@ class MergedReport:
             "failures_by_code": dict(self.failures.most_common()),
             "duplicates": self.duplicates,
             "unfinished": self.unfinished,
+            "missing_shards": self.missing_shards,
             "manifest_sha256": sorted(self.manifests),
             "exit_code": self.exit_code,
         }
@@ -63,12 +67,34 @@ def merge_reports(paths: list[Path]) -> MergedReport:
     Raises:
         ReportError: a file cannot be read or is not a batchsync report.
     """
+    unique = list(dict.fromkeys(path.resolve() for path in paths))
+    if len(unique) < len(paths):
+        message = "the same report is given more than once; name each shard's report once"
+        raise ReportError(paths[0], message, action="read")
     merged = MergedReport([read_report(path) for path in paths])
     owner: dict[tuple[str, str], Path] = {}
     for report in merged.reports:
         _add_report(merged, report, owner)
+    merged.missing_shards = _missing_shards(merged.reports)
 
     return merged
+
+
+def _missing_shards(reports: list[ReportContents]) -> list[str]:
+    """Return the shards ``INDEX/COUNT`` that the run lines name a count for but no report covers."""
+    seen: dict[int, set[int]] = {}
+    for report in reports:
+        shard = str((report.run or {}).get("shard") or "")
+        index, _, count = shard.partition("/")
+        if index.isdigit() and count.isdigit():
+            seen.setdefault(int(count), set()).add(int(index))
+
+    return [
+        f"{i}/{count}"
+        for count, indexes in sorted(seen.items())
+        for i in range(count)
+        if i not in indexes
+    ]
 
 
 def _add_report(
@@ -96,7 +122,8 @@ def format_merged(merged: MergedReport) -> str:
     """Return a short human summary of ``merged``."""
     total = sum(merged.counts.values())
     parts = ", ".join(f"{merged.counts[s]} {s}" for s in _STATUSES if merged.counts[s])
-    lines = [f"batchsync: {len(merged.reports)} reports, {total} targets: {parts or 'none'}"]
+    noun = "report" if len(merged.reports) == 1 else "reports"
+    lines = [f"batchsync: {len(merged.reports)} {noun}, {total} targets: {parts or 'none'}"]
     if merged.failures:
         lines.append(
             "  failures by error code: "
@@ -105,6 +132,7 @@ def format_merged(merged: MergedReport) -> str:
     if len(merged.manifests) > 1:
         lines.append("  warning: the reports come from different manifests")
     lines.extend(f"  unfinished (no summary line): {path}" for path in merged.unfinished)
+    lines.extend(f"  missing shard: no report for shard {shard}" for shard in merged.missing_shards)
     lines.extend(f"  duplicate target: {entry}" for entry in merged.duplicates)
 
     return "\n".join(lines)

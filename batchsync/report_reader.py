@@ -44,7 +44,7 @@ def read_report(path: Path) -> ReportContents:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ReportError(path, f"cannot read it: {exc.strerror}") from None
+        raise ReportError(path, str(exc.strerror), action="read") from None
     contents = ReportContents(path)
     lines = raw.split(b"\n")
     # Everything after the last newline is a line the writer never finished.
@@ -62,9 +62,11 @@ def _parse(path: Path, number: int, line: bytes) -> dict[str, Any]:
     try:
         record = json.loads(line)
     except ValueError:
-        raise ReportError(path, f"line {number} is not JSON; is this a batchsync report?") from None
+        message = f"line {number} is not JSON; is this a batchsync report?"
+        raise ReportError(path, message, action="read") from None
     if not isinstance(record, dict) or "record" not in record:
-        raise ReportError(path, f'line {number} has no "record" field; is this a batchsync report?')
+        message = f'line {number} has no "record" field; is this a batchsync report?'
+        raise ReportError(path, message, action="read")
 
     return record
 

@@ -301,7 +301,7 @@ def log_retry(state: RetryCallState, wait: float) -> None:
     log.info(
         "graph.request.retrying",
         attempt=state.attempt_number,
-        status=getattr(error, "status", None),
+        http_status=getattr(error, "status", None),
         graph_error_code=getattr(error, "code", None),
         request_id=getattr(error, "request_id", None),
         retry_after_s=getattr(error, "retry_after", None),
@@ -395,7 +395,7 @@ def _log_outcome(result: TargetResult) -> None:
     fields = {
         "target": result.name,
         "object_id": result.object_id,
-        "status": result.http_status,
+        "http_status": result.http_status,
         "attempts": result.attempts,
         "request_id": result.request_id,
         "elapsed_ms": result.duration_ms,
@@ -409,5 +409,7 @@ def _log_outcome(result: TargetResult) -> None:
             error=result.error["message"],
             **fields,
         )
+    elif result.status == "skipped":
+        log.info("target.skipped", **fields)
     else:
         log.warning(f"target.{result.status}", **fields)

@@ -18,7 +18,7 @@ from batchsync.manifest import load_manifest
 
 from .conftest import CANARY_SECRET, MISSING_ID, manifest_for, object_id, sp_target
 
-TARGET_FIELDS = {"target", "object_id", "request_id", "attempts", "status", "elapsed_ms"}
+TARGET_FIELDS = {"target", "object_id", "request_id", "attempts", "http_status", "elapsed_ms"}
 
 
 def json_events(text: str) -> list[dict[str, Any]]:
@@ -117,7 +117,7 @@ class TestTargetEvents:
         assert event["level"] == "info"
         assert event["target"] == "app-00001"
         assert event["object_id"] == object_id(1)
-        assert event["status"] == 204
+        assert event["http_status"] == 204
         assert event["attempts"] == 1
         assert event["request_id"] == line["request_id"]
         assert event["request_id"] is not None
@@ -134,7 +134,7 @@ class TestTargetEvents:
         assert event["level"] == "error"
         assert event["target"] == "app-00001"
         assert event["object_id"] == MISSING_ID
-        assert event["status"] == 404
+        assert event["http_status"] == 404
         assert event["attempts"] == 1
         assert event["request_id"] == line["request_id"]
         assert event["graph_error_code"] == "Request_ResourceNotFound"
@@ -212,7 +212,7 @@ class TestRetryEvents:
         assert event["level"] == "info"
         assert event["target"] == "app-00001"
         assert event["attempt"] == 1
-        assert event["status"] == 429
+        assert event["http_status"] == 429
         assert event["graph_error_code"] == "TooManyRequests"
         assert event["retry_after_s"] == 0.05
         assert event["wait_s"] == 0.05

@@ -63,6 +63,45 @@ class TestMergeCounts:
         assert merged.exit_code == 1
 
 
+class TestMergeCompleteness:
+    """A merge notices shards that are absent or given twice."""
+
+    async def test_missing_shard_fails_merge(self, start_emulator, run, capsys):
+        """Two reports of a three-shard run name the absent shard and exit 1."""
+        emulator = await start_emulator()
+        manifest = manifest_for(emulator, [sp_target(number) for number in range(12)])
+        results = [await run(manifest, shard=Shard(index, 3)) for index in (0, 1)]
+
+        exit_code, out, _ = merge_command(capsys, *(result.report_path for result in results))
+
+        assert exit_code == 1
+        assert "missing shard: no report for shard 2/3" in out
+
+    async def test_same_report_twice_is_rejected(self, start_emulator, run, capsys):
+        """Naming one report twice exits 2 instead of listing every target as a duplicate."""
+        emulator = await start_emulator()
+        result = await run(manifest_for(emulator, [sp_target(1)]))
+
+        exit_code, _, error = merge_command(capsys, result.report_path, result.report_path)
+
+        assert exit_code == 2
+        assert "more than once" in error
+
+    async def test_output_is_private_and_new(self, start_emulator, run, capsys, tmp_path):
+        """--output writes an owner-only file and refuses to overwrite one."""
+        emulator = await start_emulator()
+        result = await run(manifest_for(emulator, [sp_target(1)]))
+        output = tmp_path / "merged.json"
+
+        first, _, _ = merge_command(capsys, result.report_path, "--output", output)
+        second, _, error = merge_command(capsys, result.report_path, "--output", output)
+
+        assert first == 0
+        assert output.stat().st_mode & 0o777 == 0o600
+        assert second == 2
+        assert "File exists" in error
+
+
 class TestMergeProblems:
     """Merge flags reports that overlap, did not finish, or come from another manifest."""
 
@@ -140,7 +179,7 @@ class TestMergeErrors:
 
         assert exit_code == 2
         assert str(missing) in error
-        assert "cannot read it" in error
+        assert "cannot read report" in error
 
     def test_not_a_report(self, tmp_path, capsys):
         """A file that is not JSON Lines exits 2 and names the invalid line."""
