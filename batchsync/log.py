@@ -1,7 +1,7 @@
 """Structured logging to stderr with structlog.
 
 Events use dotted snake_case names (``target.completed``, ``graph.request.retrying``) and the same
-keys everywhere (``target``, ``object_id``, ``attempt``, ``status``, ``request_id``). On a terminal
+keys everywhere (``target``, ``object_id``, ``attempt``, ``http_status``, ``request_id``). On a terminal
 the output is human-readable; otherwise, or with ``--log-format json``, it is one JSON object per
 line, which is what log shippers in a container expect. Two processors guard secrets: tracebacks
 are rendered without local variables (a worker's locals hold resolved credentials), and
