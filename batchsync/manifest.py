@@ -209,7 +209,7 @@ class _Validator:
         if self.check_references:
             if settings is not None:
                 self._check_settings_files(settings)
-            self._check_references(settings, targets)
+            self._check_references(settings, targets, raw_targets)
         if self.problems:
             raise ManifestError(self.problems)
         assert settings is not None
@@ -283,7 +283,7 @@ class _Validator:
                     )
 
     def _check_references(
-        self, settings: ManifestModel | None, targets: list[TargetModel | None]
+        self, settings: ManifestModel | None, targets: list[TargetModel | None], raw: Any
     ) -> None:
         # Many targets share a reference (one variable per vendor), so each distinct reference
         # is resolved once and a failure is reported once, where it is first used.
@@ -294,9 +294,10 @@ class _Validator:
                 if model is not None:
                     uses.setdefault((model.kind, model.target), []).append(("auth", name))
         for index, target in enumerate(targets):
-            for key, model in target.credentials.items() if target else ():
+            pairs = _raw_references(raw[index]) if target is None else _model_references(target)
+            for key, kind, value in pairs:
                 location = ("targets", index, "credentials", key)
-                uses.setdefault((model.kind, model.target), []).append(location)
+                uses.setdefault((kind, value), []).append(location)
         for (kind, value), locations in uses.items():
             if kind != "value":
                 self._check_reference(self._reference_for(kind, value), locations)
@@ -408,6 +409,29 @@ class _Validator:
         self.warnings.append(
             ManifestProblem(str(self.path), line, column, format_field(field_path), message)
         )
+
+
+def _model_references(target: TargetModel) -> list[tuple[str, ReferenceKind, str]]:
+    return [(key, model.kind, model.target) for key, model in target.credentials.items()]
+
+
+def _raw_references(item: Any) -> list[tuple[str, ReferenceKind, str]]:
+    """Return the well-formed references of a target that failed validation elsewhere.
+
+    An unset variable is then reported together with the target's other problems, not only
+    after those are fixed.
+    """
+    credentials = item.get("credentials") if isinstance(item, dict) else None
+    if not isinstance(credentials, dict):
+        return []
+    pairs: list[tuple[str, ReferenceKind, str]] = []
+    for key, reference in credentials.items():
+        if isinstance(reference, dict) and len(reference) == 1:
+            kind, value = next(iter(reference.items()))
+            if kind in ("env", "file") and isinstance(value, str) and value:
+                pairs.append((str(key), kind, value))
+
+    return pairs
 
 
 def secret_key_names() -> tuple[str, ...]:

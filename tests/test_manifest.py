@@ -755,3 +755,35 @@ class TestLargeManifest:
 
         assert len(manifest.targets) == 100_000
         assert manifest.targets[-1].object_id == "00000000-0000-0000-0000-000000099999"
+
+
+class TestReferencesBesideSchemaErrors:
+    """References are checked in targets that have other problems too."""
+
+    def test_unset_variable_reported_with_key_error(self, tmp_path, monkeypatch):
+        """A wrong-case key and an unset variable in one target are both reported."""
+        monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
+        path = tmp_path / "manifest.yaml"
+        path.write_text(
+            "version: 1\n"
+            "tenant: contoso.onmicrosoft.com\n"
+            "auth:\n"
+            "  client_id: 5f7e3a1c-0d2b-4c59-9a57-8f0f1b2c3d4e\n"
+            "  client_secret: {value: x}\n"
+            "targets:\n"
+            "  - name: a\n"
+            "    service_principal: 0b7e0000-0000-0000-0000-000000000001\n"
+            "    credentials:\n"
+            "      baseAddress: {value: https://x.example}\n"
+            "      SecretToken: {env: NOT_SET_ANYWHERE}\n",
+            encoding="utf-8",
+        )
+
+        with pytest.raises(ManifestError) as caught:
+            load_manifest(path)
+        fields = [problem.field for problem in caught.value.problems]
+
+        assert fields == [
+            "targets[0].credentials.baseAddress",
+            "targets[0].credentials.SecretToken.env",
+        ]
