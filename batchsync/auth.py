@@ -36,7 +36,7 @@ log = get_logger(__name__)
 
 # Renew a token this long before it expires, or at half its lifetime when that is shorter, so
 # that a request never leaves with a token that expires on the way. JWT times are whole seconds,
-# so a short-lived token may expire up to a second before its expires_in says.
+# so a short-lived token may expire up to a second before its expires_in value.
 REFRESH_MARGIN_SECONDS = 300.0
 # After a forced renewal, a second 401 within this window is not the token's fault.
 FORCED_REFRESH_COOLDOWN_SECONDS = 60.0
@@ -97,7 +97,7 @@ def _confidential_client(
             client_credential=credential,
             authority=authority,
             http_client=session,
-            # Instance discovery asks login.microsoftonline.com about the authority host, which
+            # Instance discovery queries login.microsoftonline.com about the authority host, which
             # a custom endpoint (a private proxy, the emulator) must not depend on.
             instance_discovery=known_host,
             app_name="batchsync",
@@ -247,7 +247,7 @@ class TokenProvider:
             return await self._acquire(force=False)
 
     async def renew_after_rejection(self, rejected: AccessToken) -> AccessToken | None:
-        """Renew the token after Graph answered 401 to ``rejected``.
+        """Renew the token after Graph returned 401 for ``rejected``.
 
         Returns the token to retry with, or None when a renewal cannot help: the token was
         itself renewed for a 401 moments ago, so the cause is a permission, not the token.

@@ -7,7 +7,7 @@ only the one that received it, when Graph sends ``Retry-After``.
 
 It also adapts: the configured rate is a ceiling. Graph's ``x-ms-throttle-limit-percentage``
 header (sent once usage passes 80% of a limit) lowers the rate while usage still rises, before the
-first 429; a 429 halves it; calls answered without the header raise it again, quickly far below
+first 429. A 429 halves it, and responses without the header raise it again, quickly far below
 the rate that last caused pressure and slowly near it. The constants were tuned with
 ``benchmarks/simulate_throttling.py``; ``benchmarks/BENCHMARKS.md`` has the measured results.
 """
@@ -132,7 +132,7 @@ class RateLimiter:
         self._pressure_rate = self.rate
 
     def on_response(self, limit_percentage: float | None) -> None:
-        """Adapt to one answered call; ``limit_percentage`` is Graph's header as a fraction.
+        """Adapt to one response; ``limit_percentage`` is Graph's header as a fraction.
 
         Graph sends the header only above 80% usage. While usage rises above
         :data:`PRESSURE_USAGE` the rate is cut; while it falls the rate creeps up; without the
@@ -156,7 +156,7 @@ class RateLimiter:
     def _steer(self, usage: float, now: float, elapsed: float) -> None:
         previous, self._last_usage = self._last_usage, usage
         # Cut only while usage still rises, or when the first sign of pressure is already near
-        # the limit: after a cut below the limit a large bucket needs a long time to refill, and
+        # the limit. After a cut below the limit a large bucket needs a long time to refill, so
         # cutting again all that time would starve the run.
         rising = previous is not None and usage > previous
         urgent = previous is None and usage >= URGENT_USAGE
@@ -164,7 +164,7 @@ class RateLimiter:
             first = self._pressure_rate == math.inf
             self._cut(now, FIRST_PRESSURE_DECREASE if first else PRESSURE_DECREASE, "usage")
         elif not rising and usage < HOLD_USAGE:
-            # Usage holds or falls, so the rate is at or below the limit: creep up towards it.
+            # Usage is flat or falls, so the rate is at or below the limit. Creep up towards it.
             self._grow_slowly(elapsed)
 
     def _grow_slowly(self, elapsed: float) -> None:
