@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 # The synchronizationSecret enum of Microsoft Graph v1.0, in its order. Graph matches these names
-# case-sensitively and answers any other key with a 500 InternalError that no retry fixes.
+# case-sensitively and returns a 500 InternalError for any other key, which no retry fixes.
 SecretKey = Literal[
     "None", "UserName", "Password", "SecretToken", "AppKey", "BaseAddress", "ClientIdentifier",
     "ClientSecret", "SingleSignOnType", "Sandbox", "Url", "Domain", "ConsumerKey",
@@ -177,7 +177,7 @@ _CREDENTIAL_KINDS = ("client_secret", "certificate", "workload_identity", "manag
 
 
 class AuthModel(_Strict):
-    """How batchsync signs in: a client secret, a certificate, workload identity or managed identity."""
+    """The sign-in credential: a client secret, a certificate, workload identity or managed identity."""
 
     client_id: Guid | None = None
     client_secret: ReferenceModel | None = None

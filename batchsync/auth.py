@@ -329,7 +329,7 @@ def call_msal(
     """Call an MSAL function, turning its transport and configuration exceptions into AuthError.
 
     MSAL raises ``requests`` exceptions when the login host cannot be reached, and ``ValueError``
-    both when tenant discovery fails (an unknown tenant answers the OpenID configuration with
+    both when tenant discovery fails (an unknown tenant gets a 400 from the OpenID configuration
     400) and when the token endpoint answers with a body that is not JSON (its plain-text 429).
     ``service`` names the host in transport errors.
     """

@@ -60,7 +60,7 @@ class Secret:
 
 @dataclass(frozen=True, slots=True)
 class Reference:
-    """Where a credential lives. ``base_dir`` anchors a relative ``file`` path (the manifest's folder)."""
+    """The location of a credential. ``base_dir`` anchors a relative ``file`` path (the manifest's folder)."""
 
     kind: ReferenceKind
     target: str

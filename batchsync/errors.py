@@ -133,7 +133,7 @@ class GraphError(BatchsyncError):
 
 
 class GraphRequestError(GraphError):
-    """The request got no HTTP answer (connection refused, reset, closed, TLS failure).
+    """The request got no HTTP response (connection refused, reset, closed, TLS failure).
 
     acquireAccessToken has the same effect when repeated, so a retry is always safe.
     """
@@ -148,7 +148,7 @@ class GraphTimeoutError(GraphRequestError, TimeoutError):
 
 
 class GraphResponseError(GraphError):
-    """Graph answered with an error status; carries Graph's own error code and ids."""
+    """Graph returned an error status; carries Graph's own error code and ids."""
 
     def __init__(
         self,

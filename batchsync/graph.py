@@ -1,6 +1,6 @@
 """One HTTP request to Graph's acquireAccessToken action, and nothing more.
 
-This is the only module that touches aiohttp. It sends one POST and turns the answer into a
+This is the only module that touches aiohttp. It sends one POST and turns the response into a
 :class:`GraphAnswer` or an exception: :class:`~batchsync.errors.GraphResponseError` when Graph
 answered with an error (:class:`~batchsync.errors.ThrottledError` for 429, and for 503 with
 ``Retry-After``), :class:`~batchsync.errors.GraphRequestError` when no answer arrived. Retries,
@@ -39,7 +39,7 @@ _PATHS = {"servicePrincipal": "servicePrincipals", "application": "applications"
 
 @dataclass(frozen=True, slots=True)
 class GraphAnswer:
-    """A successful answer: its status (204, or another 2xx) and ids."""
+    """A successful response: its status (204, or another 2xx) and ids."""
 
     status: int
     request_id: str | None
@@ -71,8 +71,8 @@ class GraphClient:
         """Send one request.
 
         Raises:
-            GraphResponseError: Graph answered with a status outside 2xx.
-            GraphRequestError: the connection failed or closed before a whole answer arrived.
+            GraphResponseError: Graph returned a status outside 2xx.
+            GraphRequestError: the connection failed or closed before a whole response arrived.
             GraphTimeoutError: the attempt took longer than the session's timeout.
         """
         headers = {
@@ -93,7 +93,7 @@ class GraphClient:
         except aiohttp.ClientSSLError as exc:
             raise GraphRequestError(_describe(exc), code="tls_error") from None
         except aiohttp.ClientPayloadError as exc:
-            message = f"the answer was cut off: {_describe(exc)}"
+            message = f"the response was cut off: {_describe(exc)}"
             raise GraphRequestError(message, code="truncated_response") from None
         except aiohttp.ClientError as exc:
             raise GraphRequestError(_describe(exc)) from None

@@ -188,7 +188,7 @@ def _done_targets(manifest: Manifest, previous: Path | None) -> frozenset[tuple[
     contents = read_report(previous)
     earlier = (contents.run or {}).get("manifest_sha256")
     if earlier != manifest.sha256:
-        # Targets are matched by name and object id, so an edited manifest still resumes; a
+        # Targets are matched by name and object id, so an edited manifest still resumes. A
         # changed credential for a target already done is not sent again, though.
         log.warning("resume.manifest_changed", report=str(previous), manifest=str(manifest.path))
 

@@ -74,7 +74,7 @@ class ManagedIdentitySettings:
 
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
-    """How batchsync signs in to Entra ID: exactly one credential kind is set.
+    """The sign-in settings for Entra ID, with exactly one credential kind set.
 
     ``client_id`` is None only for managed identity, and for workload identity when it comes
     from ``AZURE_CLIENT_ID``.
@@ -120,7 +120,7 @@ def load_manifest(
     raw = _read(path)
     text = _decode(path, raw)
     # The node tree kept for error positions is a million small objects on a large manifest and
-    # holds no reference cycles; pausing the cycle collector halves the load time.
+    # contains no reference cycles. Pausing the cycle collector halves the load time.
     collecting = gc.isenabled()
     gc.disable()
     try:

@@ -22,7 +22,7 @@ DONE_STATUSES = frozenset({"succeeded", "skipped"})
 
 @dataclass
 class ReportContents:
-    """What a report file holds, keeping the last line of each target."""
+    """The contents of a report file, keeping the last line of each target."""
 
     path: Path
     run: dict[str, Any] | None = None

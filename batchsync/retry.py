@@ -37,13 +37,13 @@ __all__ = [
 
 # Statuses retried up to the attempt limit: throttling and transient gateway failures.
 TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
-# Statuses retried only a few times. A 500 can be deterministic (Graph answers an unknown secret
-# key with 500 InternalError); a 409 is a directory concurrency conflict that clears on its own.
+# Statuses retried only a few times. A 500 can be deterministic, because Graph returns 500
+# InternalError for an unknown secret key. A 409 is a directory conflict that clears on its own.
 LIMITED_RETRIES = {500: 2, 409: 3}
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Return the wait a ``Retry-After`` header asks for, in seconds, or None if unusable.
+    """Return the wait a ``Retry-After`` header requests, in seconds, or None if unusable.
 
     Accepts integer and decimal seconds (``2``, ``2.542``), two comma-joined numbers (``30,120``,
     the first counts), and an HTTP-date (relative to ``now``). Zero and negative values mean no
@@ -80,7 +80,7 @@ def should_retry(error: BaseException, previous_statuses: list[int | None]) -> b
     """Return whether a failed attempt is worth another try.
 
     ``previous_statuses`` are the HTTP statuses of this target's attempts so far, the failed one
-    included (None for an attempt that got no answer).
+    included (None for an attempt that got no response).
     """
     if isinstance(error, GraphRequestError):
         return True
@@ -104,7 +104,7 @@ def backoff_seconds(attempt: int, *, base: float, cap: float, rng: random.Random
 
 @dataclass(slots=True)
 class TargetProgress:
-    """What happened to one target so far: attempts, statuses, throttling and the last ids."""
+    """The record of one target so far: attempts, statuses, throttling and the last ids."""
 
     attempts: int = 0
     throttled: int = 0

@@ -48,7 +48,7 @@ def parse_shard(text: str, environ: dict[str, str] | None = None) -> Shard:
     """Parse ``INDEX/COUNT``; an ``INDEX`` of ``auto`` or nothing reads ``JOB_COMPLETION_INDEX``.
 
     Raises:
-        ValueError: with a message that says what to write instead.
+        ValueError: with a message that gives the form to write instead.
     """
     environment = os.environ if environ is None else environ
     index_text, separator, count_text = text.partition("/")

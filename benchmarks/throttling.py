@@ -1,4 +1,4 @@
-"""Measure how close batchsync gets to a throttled server's limit, and how often it is told 429.
+"""Measure how close batchsync gets to a throttled server's limit, and how often it gets a 429.
 
 The emulator runs as its own process on 127.0.0.1 with one token bucket (``--server-burst``
 requests, refilled at ``--server-rate`` per second) for both resource units and writes; batchsync

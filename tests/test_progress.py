@@ -9,7 +9,7 @@ from batchsync.progress import CLEAR_LINE, ProgressStream, Snapshot, format_line
 
 
 class FakeTerminal(io.StringIO):
-    """A text buffer that says it is a terminal."""
+    """A text buffer that reports itself as a terminal."""
 
     def isatty(self) -> bool:
         return True
@@ -30,7 +30,7 @@ def snapshot(**changes: object) -> Snapshot:
 
 
 class TestFormatLine:
-    """What the progress line says."""
+    """The text of the progress line."""
 
     def test_counts_rate_and_throttling(self):
         """The line gives done/total, the share, failures, the request rate and 429s."""
@@ -39,7 +39,7 @@ class TestFormatLine:
         assert line == "batchsync: 50/100 targets (50%), 2 failed, 30.0 requests/s, 3 throttled"
 
     def test_pause_is_shown(self):
-        """A pool paused by Retry-After says so."""
+        """A pool paused by Retry-After is shown as paused."""
         assert format_line(snapshot(paused=True), elapsed=1.0).endswith(", paused by Retry-After")
 
     def test_empty_run(self):

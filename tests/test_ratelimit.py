@@ -69,7 +69,7 @@ class TestSchedule:
 
 
 class TestPause:
-    """Retry-After pauses every worker, not only the one that was told."""
+    """Retry-After pauses every worker, not only the one that received it."""
 
     async def test_pause_holds_every_acquire(self):
         """After pause(2), the next slot is two seconds away for any worker."""
@@ -124,7 +124,7 @@ class TestAdaptation:
         assert limit.rate < 100
 
     def test_recovery_never_exceeds_configured(self):
-        """Answers without pressure raise the rate back, but never above the configured one."""
+        """Responses without pressure raise the rate back, but never above the configured one."""
         fake = FakeTime()
         limit = limiter(fake, rate=100, adaptive=True)
         limit.on_throttled()

@@ -68,7 +68,7 @@ class TestCooperativePause:
         assert result.summary["paused_seconds"] >= 1.9
 
     async def test_http_date_retry_after_is_honoured(self, start_emulator, run):
-        """A Retry-After given as an HTTP-date holds the pool until that moment."""
+        """A Retry-After given as an HTTP-date pauses the pool until that moment."""
         emulator = await start_emulator(
             throttling={
                 "resource_units": {"burst": 3, "rate": 1},
@@ -203,7 +203,7 @@ class TestFaultRates:
 
     @pytest.mark.slow
     async def test_500_targets_under_20_percent_503(self, start_emulator, run):
-        """500 targets with 20% of requests answered 503 all end succeeded."""
+        """500 targets with 20% of requests failing 503 all end succeeded."""
         emulator = await start_emulator(faults=[fault(503, code="serviceNotAvailable", rate=0.2)])
         limits = {"concurrency": 16, "requests_per_second": 1000, "max_attempts": 10}
         result = await run(
@@ -231,7 +231,7 @@ class TestTokens:
     """Token reuse and renewal during a run."""
 
     async def test_one_token_request_per_run(self, start_emulator, run):
-        """A run of 200 targets asks the token endpoint once, even where it throttles."""
+        """A run of 200 targets requests one token, even where the endpoint throttles."""
         emulator = await start_emulator(tokens={"throttle": {"max_per_minute": 2}})
         result = await run(
             manifest_for(
@@ -246,8 +246,8 @@ class TestTokens:
 
     async def test_token_expiry_mid_run_costs_nothing(self, start_emulator, run):
         """Tokens that expire every 4 seconds are renewed ahead of time and no target fails."""
-        # JWT times are whole seconds, so a token may expire up to 1 s before expires_in says;
-        # 4 s leaves the half-life renewal a second of margin even on a loaded machine.
+        # JWT times are whole seconds, so a token may expire up to 1 s before its expires_in
+        # value. 4 s leaves the half-life renewal a second of margin even on a loaded machine.
         emulator = await start_emulator(tokens={"lifetime_seconds": 4, "clock_skew_seconds": 0})
         result = await run(
             manifest_for(
